@@ -1,0 +1,145 @@
+"""``corpusforge`` command line: run the whole graph without the UI, or print the stage reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines import storage
+from pipelines.config import ConfigError, describe, load_config
+
+STAGES = ["raw", "clean", "dedup", "filtered", "tokenizer", "tokens", "model", "evaluation"]
+
+
+def _instance() -> Any:
+    """The Dagster instance of ``$DAGSTER_HOME`` (created with SQLite storage if missing)."""
+    import dagster as dg
+
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    yaml_path = home / "dagster.yaml"
+    if not yaml_path.exists():
+        yaml_path.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Materialize every asset (and run every check) in-process, printing progress."""
+    import dagster as dg
+
+    from assets.definitions import defs
+    from assets.resources import BeamRunner, CorpusforgeSettings
+
+    cfg = load_config(
+        args.config,
+        {"paths": {k: v for k, v in {"input": args.input, "data_dir": args.data_dir}.items() if v}},
+    )
+    resources = dict(defs.resources or {})
+    resources["settings"] = CorpusforgeSettings(
+        config_file=args.config or "", input_path=cfg.paths.input, data_dir=cfg.paths.data_dir
+    )
+    if args.workers is not None:
+        resources["beam"] = BeamRunner(direct_num_workers=args.workers)
+    selection = args.select.split(",") if args.select else None
+    assets = list(defs.assets or [])
+    checks = list(defs.asset_checks or [])
+    print(
+        f"corpusforge: materializing {len(assets)} assets from {cfg.paths.input} into {cfg.paths.data_dir}",
+        flush=True,
+    )
+    start = time.time()
+    result = dg.materialize(
+        [*assets, *checks],
+        instance=_instance(),
+        resources=resources,
+        selection=selection,
+        raise_on_error=False,
+        tags={"launched_by": "corpusforge-cli"},
+    )
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            print(f"  materialized {event.asset_key.to_user_string()}", flush=True)
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            ev = event.event_specific_data
+            print(
+                f"  check {ev.asset_key.to_user_string()}:{ev.check_name} {'passed' if ev.passed else 'FAILED'}",
+                flush=True,
+            )
+        elif event.event_type_value == "STEP_FAILURE":
+            print(
+                f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}",
+                file=sys.stderr,
+            )
+    print(f"corpusforge: {'success' if result.success else 'FAILED'} in {time.time() - start:.1f}s\n")
+    _print_report(cfg.paths.data_dir)
+    return 0 if result.success else 1
+
+
+def _print_report(data_dir: str) -> None:
+    for stage in STAGES:
+        try:
+            version = storage.current_version(data_dir, stage)
+        except storage.StageNotFoundError:
+            continue
+        m = version.manifest()
+        s = m.get("stats") or m.get("summary") or {}
+        print(f"== {stage} ({version.name})")
+        if "documents_in" in s:
+            print(
+                f"   documents: {s['documents_in']} in -> {s['documents_out']} out, {s['removed']} removed; bytes {s['bytes_in']} -> {s['bytes_out']}"
+            )
+            for reason, n in sorted(s.get("removed_by_reason", {}).items(), key=lambda kv: -kv[1]):
+                print(f"     {n:6d}  {reason}")
+            if s.get("languages"):
+                print("   languages: " + ", ".join(f"{k} {v}" for k, v in s["languages"].items()))
+            if s.get("pii"):
+                print("   pii redacted: " + ", ".join(f"{k} {v}" for k, v in s["pii"].items()))
+        else:
+            print("   " + json.dumps(s, default=str)[:600])
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, {"paths": {"data_dir": args.data_dir}} if args.data_dir else None)
+    _print_report(cfg.paths.data_dir)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    for key, default, doc in describe():
+        print(f"{key} = {json.dumps(default)}\n    {doc}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="corpusforge", description="Raw text corpus -> pretrained model, as one Dagster + Beam pipeline."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize the whole asset graph in-process (no UI needed)")
+    run.add_argument("--config", help="YAML/JSON config file (default: embedded defaults)")
+    run.add_argument("--input", help="raw input file or directory (overrides paths.input)")
+    run.add_argument("--data-dir", help="data directory (overrides paths.data_dir)")
+    run.add_argument("--workers", type=int, help="Beam local workers (overrides runner.direct_num_workers)")
+    run.add_argument("--select", help="comma-separated asset selection, e.g. 'raw_documents,clean_documents'")
+    run.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="print the latest report of every stage")
+    rep.add_argument("--config", help="YAML/JSON config file")
+    rep.add_argument("--data-dir", help="data directory (overrides paths.data_dir)")
+    rep.set_defaults(func=cmd_report)
+    conf = sub.add_parser("config", help="list every config key with its default and meaning")
+    conf.set_defaults(func=cmd_config)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"corpusforge: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

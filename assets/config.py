@@ -1,0 +1,80 @@
+"""Dagster ``Config`` classes generated from ``pipelines.config`` dataclasses.
+
+The launchpad shows every threshold with its default and description, and there is still only one
+place where a default is written down (``pipelines/config.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+import dagster as dg
+from pydantic import Field, create_model
+
+from pipelines import config as pc
+
+
+def _field_type(tp: Any, default: Any) -> Any:
+    if tp is list or typing.get_origin(tp) is list:
+        return list[str]
+    if tp is dict or typing.get_origin(tp) is dict:
+        if default:
+            k, v = next(iter(default.items()))
+            return dict[type(k), type(v)]  # type: ignore[misc]
+        return dict[str, float]
+    return tp
+
+
+def config_class(
+    cls: type, name: str | None = None, extra: dict[str, tuple[Any, Any]] | None = None
+) -> type[dg.Config]:
+    """A ``dg.Config`` subclass mirroring dataclass ``cls`` (nested dataclasses become nested Configs)."""
+    hints = typing.get_type_hints(cls)
+    inst = cls()
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            sub = config_class(tp)
+            fields[f.name] = (sub, Field(default_factory=sub))
+        else:
+            default = getattr(inst, f.name)
+            fields[f.name] = (
+                _field_type(tp, default),
+                Field(default=default, description=f.metadata.get("doc")),
+            )
+    for key, (tp, fld) in (extra or {}).items():
+        fields[key] = (tp, fld)
+    model = create_model(name or f"{cls.__name__}Asset", __base__=dg.Config, **fields)
+    model.__doc__ = (cls.__doc__ or "").strip() or None
+    return model
+
+
+def _reuse_field() -> tuple[Any, Any]:
+    return (
+        bool,
+        Field(
+            default=False,
+            description="Re-use a committed output with the same config and input instead of recomputing.",
+        ),
+    )
+
+
+IngestAssetConfig = config_class(pc.IngestConfig, "IngestAssetConfig", {"reuse_existing": _reuse_field()})
+CleanAssetConfig = config_class(pc.CleanConfig, "CleanAssetConfig", {"reuse_existing": _reuse_field()})
+DedupAssetConfig = config_class(pc.DedupConfig, "DedupAssetConfig", {"reuse_existing": _reuse_field()})
+BiasAssetConfig = config_class(pc.BiasConfig, "BiasAssetConfig", {"reuse_existing": _reuse_field()})
+TokenizerAssetConfig = config_class(
+    pc.TokenizerConfig, "TokenizerAssetConfig", {"reuse_existing": _reuse_field()}
+)
+DatasetAssetConfig = config_class(pc.DatasetConfig, "DatasetAssetConfig", {"reuse_existing": _reuse_field()})
+TrainAssetConfig = config_class(pc.TrainConfig, "TrainAssetConfig")
+
+
+def section_values(cfg: dg.Config) -> tuple[dict[str, Any], bool]:
+    """(section overrides, reuse flag) from an asset's config instance."""
+    values = cfg.model_dump()
+    reuse = bool(values.pop("reuse_existing", False))
+    return values, reuse

@@ -1,0 +1,189 @@
+"""Beam plumbing shared by every stage: runner options, shard writing, counters, commit.
+
+A stage job is ``Create(splits) | Reshuffle | FlatMap(read split) | <per-document DoFns> |
+WriteShards``. Documents are PCollection elements keyed by their split, so reading, processing and
+writing fuse into one Beam stage: no document text goes through a shuffle, each worker streams one
+split at a time, and the shards a split produces do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import storage
+from pipelines.config import OutputConfig, RunnerConfig
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "corpusforge"
+LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
+
+
+def pipeline_options(runner: RunnerConfig, *, in_memory: bool = False) -> PipelineOptions:
+    """Beam options for ``runner``; ``in_memory`` forces a single-process local run (tests, tiny jobs)."""
+    args = [f"--runner={runner.runner}"]
+    if runner.runner in LOCAL_RUNNERS:
+        mode = "in_memory" if in_memory else runner.direct_running_mode
+        workers = runner.direct_num_workers or (os.cpu_count() or 1)
+        args += [f"--direct_running_mode={mode}", f"--direct_num_workers={1 if in_memory else workers}"]
+    args += [str(o) for o in runner.options]
+    return PipelineOptions(args)
+
+
+class WriteShardsFn(beam.DoFn):
+    """Write ``(split, row)`` elements into size-bounded Parquet shards, one writer per split."""
+
+    def __init__(self, directory: str, schema: Any, output: OutputConfig) -> None:
+        self.directory = directory
+        self.schema = schema
+        self.output = output
+        self._writers: dict[str, storage.ShardWriter] = {}
+
+    def start_bundle(self) -> None:
+        self._writers = {}
+
+    def process(self, element: tuple[str, Mapping[str, Any]]) -> None:
+        split, row = element
+        writer = self._writers.get(split)
+        if writer is None:
+            writer = self._writers[split] = storage.ShardWriter(
+                self.directory,
+                split,
+                self.schema,
+                max_shard_bytes=self.output.max_shard_bytes,
+                row_group_rows=self.output.row_group_rows,
+                compression=self.output.compression,
+            )
+        writer.write(row)
+
+    def finish_bundle(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def counter(name: str) -> Any:
+    return beam.metrics.Metrics.counter(NAMESPACE, name)
+
+
+def query_counters(result: Any) -> dict[str, int]:
+    """Committed (else attempted) values of this project's Beam counters."""
+    out: dict[str, int] = {}
+    try:
+        metrics = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    except Exception:  # some runners do not support metric queries
+        return out
+    for c in metrics["counters"]:
+        value = c.committed if c.committed is not None else c.attempted
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
+    return out
+
+
+def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOptions) -> dict[str, int]:
+    """Build and run one pipeline to completion; returns its counters."""
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return query_counters(result)
+
+
+@dataclass
+class StageResult:
+    version: storage.StageVersion
+    manifest: dict[str, Any]
+    counters: dict[str, int]
+    reused: bool = False
+
+
+def run_stage(
+    *,
+    stage: str,
+    data_dir: str,
+    fp: str,
+    config: Any,
+    upstream: Mapping[str, str],
+    output: OutputConfig,
+    build: Callable[[beam.Pipeline, storage.StageVersion], None],
+    options: PipelineOptions,
+    kinds: tuple[str, ...] = ("documents", "ledger"),
+    finalize: Callable[[storage.StageVersion, dict[str, int], dict[str, Any]], Mapping[str, Any]]
+    | None = None,
+    reuse: bool = False,
+) -> StageResult:
+    """Run a stage's pipeline into a fresh version directory and commit it atomically.
+
+    ``finalize(version, counters, entries)`` may add entries (stats, reports) to the manifest. On any
+    error the partial version is deleted and the previous committed version stays current.
+    """
+    if reuse and (found := storage.find_reusable(data_dir, stage, fp)):
+        storage.point_current(found)
+        return StageResult(found, found.manifest(), {}, reused=True)
+    version = storage.new_version(data_dir, stage, fp)
+    try:
+        counters = run_pipeline(lambda p: build(p, version), options)
+        entries = {kind: storage.collect_shards(version.dir(kind)) for kind in kinds}
+        extra = dict(finalize(version, counters, entries)) if finalize else {}
+        extra.setdefault("counters", counters)
+        manifest = storage.commit(
+            version,
+            config=config,
+            upstream=upstream,
+            entries=entries,
+            extra=extra,
+            keep_versions=output.keep_versions,
+        )
+    except BaseException:
+        storage.discard(version)
+        raise
+    return StageResult(version, manifest, counters)
+
+
+def shard_splits(version: storage.StageVersion, kind: str = "documents") -> list[tuple[str, str]]:
+    """``(split key, shard path)`` for every shard of an upstream version, in manifest order."""
+    return [(f"{i:05d}", str(p)) for i, p in enumerate(version.shard_paths(kind))]
+
+
+def read_shard(element: tuple[str, str], columns: list[str] | None = None) -> Iterable[tuple[str, dict]]:
+    """FlatMap body: stream the rows of one upstream shard, keyed by the split."""
+    split, path = element
+    for row in storage.iter_rows(path, columns=columns):
+        yield split, row
+
+
+def build_document_stage(
+    pipeline: beam.Pipeline,
+    splits: list[tuple[str, str]],
+    dofn: beam.DoFn,
+    out_dir: str,
+    output: OutputConfig,
+    *,
+    label: str = "Process",
+) -> Any:
+    """``shards -> dofn -> documents + ledger shards`` for stages that keep or remove documents.
+
+    ``dofn`` takes ``(split, document)`` and emits tagged ``documents`` / ``ledger`` outputs of the
+    same ``(split, row)`` shape. Returns the tagged outputs for further branches (reports).
+    """
+    from pipelines import schemas
+
+    outputs = (
+        pipeline
+        | "Shards" >> beam.Create(splits)
+        | "Distribute" >> beam.Reshuffle()
+        | "Read" >> beam.FlatMap(read_shard)
+        | label >> beam.ParDo(dofn).with_outputs("documents", "ledger")
+    )
+    outputs.documents | "WriteDocuments" >> beam.ParDo(
+        WriteShardsFn(f"{out_dir}/documents", schemas.DOCUMENTS, output)
+    )
+    outputs.ledger | "WriteLedger" >> beam.ParDo(WriteShardsFn(f"{out_dir}/ledger", schemas.LEDGER, output))
+    return outputs

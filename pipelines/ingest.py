@@ -1,0 +1,480 @@
+"""Ingestion: raw files -> ``raw`` documents + a quarantine ledger.
+
+Formats: JSONL (``.jsonl``/``.json``/``.ndjson``), plain text (``.txt``/``.text``/``.md``; one document per
+file, or documents split by a separator) and Parquet, each optionally ``.gz`` or ``.zst`` compressed.
+Uncompressed JSONL is read in byte ranges so one large file spreads over workers.
+
+Every record becomes either a document or a ledger row with a reason:
+``invalid-utf8``, ``malformed-json``, ``missing-text-field``, ``empty-text``, ``record-too-large``,
+``unreadable-file``, ``unsupported-format``. Nothing is dropped silently and one bad record or file
+never stops the run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+
+from pipelines import schemas
+from pipelines.beam_stage import WriteShardsFn, counter, run_stage
+from pipelines.config import CorpusforgeConfig, IngestConfig, fingerprint, to_dict
+
+STAGE = "raw"
+JSONL_EXT = {".jsonl", ".json", ".ndjson"}
+TXT_EXT = {".txt", ".text", ".md"}
+PARQUET_EXT = {".parquet"}
+COMPRESSION_EXT = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_CHUNK = 1 << 20
+
+
+class InputError(FileNotFoundError):
+    """The configured input path is missing or holds no readable files."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """A unit of ingestion work: a whole file, or a byte range of an uncompressed JSONL file."""
+
+    key: str
+    path: str  # absolute
+    source: str  # path relative to the input root (stable across machines)
+    fmt: str  # jsonl | txt | parquet | unsupported
+    compression: str  # "" | gzip | zstd
+    start: int = 0
+    end: int = -1  # -1 = to the end of the file
+
+
+def detect_format(path: str) -> tuple[str, str]:
+    """(format, compression) from the file name."""
+    p = Path(path.lower())
+    compression = COMPRESSION_EXT.get(p.suffix, "")
+    if compression:
+        p = p.with_suffix("")
+    ext = p.suffix
+    if ext in JSONL_EXT:
+        return "jsonl", compression
+    if ext in TXT_EXT:
+        return "txt", compression
+    if ext in PARQUET_EXT and not compression:
+        return "parquet", ""
+    return "unsupported", compression
+
+
+def list_inputs(input_path: str | os.PathLike, pattern: str = "**/*") -> tuple[Path, list[Path]]:
+    """(root, files) for an input file or directory; fails fast when there is nothing to read."""
+    p = Path(input_path)
+    if not p.exists():
+        raise InputError(f"input path {str(p)!r} does not exist; set paths.input to a file or directory")
+    if p.is_file():
+        return p.parent, [p]
+    files = sorted(f for f in p.glob(pattern) if f.is_file() and not f.name.startswith("."))
+    if not files:
+        raise InputError(f"input directory {str(p)!r} holds no files matching {pattern!r}")
+    return p, files
+
+
+def plan_splits(input_path: str | os.PathLike, cfg: IngestConfig) -> list[Split]:
+    """All ingestion splits, in a deterministic order."""
+    root, files = list_inputs(input_path, cfg.glob)
+    splits: list[Split] = []
+    for f in files:
+        fmt, comp = detect_format(str(f))
+        if fmt not in cfg.formats and fmt != "unsupported":
+            fmt = "unsupported"
+        source = f.relative_to(root).as_posix()
+        size = f.stat().st_size
+        if fmt == "jsonl" and not comp and size > cfg.split_bytes:
+            for start in range(0, size, cfg.split_bytes):
+                end = min(size, start + cfg.split_bytes)
+                splits.append(Split("", str(f.resolve()), source, fmt, comp, start, end))
+        else:
+            splits.append(Split("", str(f.resolve()), source, fmt, comp))
+    return [Split(f"{i:05d}", *_fields(s)[1:]) for i, s in enumerate(splits)]
+
+
+def _fields(s: Split) -> tuple:
+    return (s.key, s.path, s.source, s.fmt, s.compression, s.start, s.end)
+
+
+def document_id(source: str, offset: int, text: str) -> str:
+    """Stable id from the source path, the record offset and the text."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(source.encode())
+    h.update(b"\0%d\0" % offset)
+    h.update(text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _open_binary(split: Split) -> io.BufferedIOBase:
+    if split.compression == "gzip":
+        return gzip.open(split.path, "rb")
+    if split.compression == "zstd":
+        import zstandard
+
+        return io.BufferedReader(
+            zstandard.ZstdDecompressor().stream_reader(open(split.path, "rb"), closefd=True)
+        )
+    return open(split.path, "rb")
+
+
+def _quarantine(
+    split: Split, reason: str, offset: int, detail: str, raw: bytes | str = b"", nbytes: int | None = None
+) -> dict:
+    text = raw if isinstance(raw, str) else raw[: schemas.SAMPLE_CHARS * 4].decode("utf-8", "replace")
+    return schemas.ledger_row(
+        stage=STAGE,
+        reason=reason,
+        source=split.source,
+        offset=offset,
+        detail=detail,
+        text=text,
+        nbytes=nbytes if nbytes is not None else len(raw) if isinstance(raw, bytes) else None,
+    )
+
+
+def _make_document(
+    split: Split, offset: int, text: str, meta: dict[str, Any], cfg: IngestConfig
+) -> tuple[str, dict]:
+    if len(text.strip()) < cfg.min_text_chars:
+        return "ledger", _quarantine(
+            split,
+            "empty-text",
+            offset,
+            f"text has fewer than {cfg.min_text_chars} non-space characters",
+            text,
+        )
+    doc = {
+        "id": document_id(split.source, offset, text),
+        "text": text,
+        "source": split.source,
+        "offset": offset,
+        "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True) if meta else None,
+        "tags": [],
+    }
+    return "documents", doc
+
+
+def _decode(split: Split, raw: bytes, offset: int) -> tuple[str | None, dict | None]:
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        detail = f"invalid UTF-8 at byte {offset + exc.start}: {exc.reason}"
+        return None, _quarantine(split, "invalid-utf8", offset, detail, raw)
+
+
+def _read_lines(fh: io.BufferedIOBase, limit: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(relative offset, line without newline, too_long) with bounded memory for over-long lines."""
+    pos = 0
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        start = pos
+        pos += len(line)
+        if len(line) > limit and not line.endswith(b"\n"):
+            head = line
+            while True:  # skip the rest of an over-long line without holding it
+                more = fh.readline(_CHUNK)
+                pos += len(more)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield start, head, True
+            continue
+        yield start, line.rstrip(b"\r\n"), False
+
+
+def _jsonl_records(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
+    with _open_binary(split) as fh:
+        base = 0
+        if split.start > 0:
+            fh.seek(split.start - 1)
+            # A range starting mid-line belongs to the previous range: skip to the next line start.
+            if fh.read(1) != b"\n":
+                fh.readline()
+            base = fh.tell()
+        for rel, line, too_long in _read_lines(fh, cfg.max_record_bytes):
+            offset = base + rel
+            if split.end >= 0 and offset >= split.end:
+                return
+            if too_long:
+                yield (
+                    "ledger",
+                    _quarantine(
+                        split,
+                        "record-too-large",
+                        offset,
+                        f"JSON line longer than {cfg.max_record_bytes} bytes",
+                        line,
+                        nbytes=len(line),
+                    ),
+                )
+                continue
+            if not line.strip():
+                continue  # blank separator lines are not records
+            text, bad = _decode(split, line, offset)
+            if bad:
+                yield "ledger", bad
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield (
+                    "ledger",
+                    _quarantine(
+                        split, "malformed-json", offset, f"JSON error: {exc.msg} at column {exc.colno}", line
+                    ),
+                )
+                continue
+            yield _from_record(split, offset, record, cfg, line)
+
+
+def _from_record(
+    split: Split, offset: int, record: Any, cfg: IngestConfig, raw: bytes | str
+) -> tuple[str, dict]:
+    if not isinstance(record, dict):
+        return "ledger", _quarantine(
+            split, "malformed-json", offset, f"record is a {type(record).__name__}, not an object", raw
+        )
+    value = record.get(cfg.text_field)
+    if value is None:
+        return "ledger", _quarantine(split, "missing-text-field", offset, f"no {cfg.text_field!r} field", raw)
+    if not isinstance(value, str):
+        return "ledger", _quarantine(
+            split,
+            "missing-text-field",
+            offset,
+            f"field {cfg.text_field!r} is a {type(value).__name__}, not a string",
+            raw,
+        )
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # lone surrogates from JSON escapes such as "\ud800"
+        return "ledger", _quarantine(
+            split,
+            "invalid-utf8",
+            offset,
+            f"text holds an unpaired surrogate at character {exc.start}",
+            value.encode("utf-8", "replace"),
+        )
+    if size > cfg.max_record_bytes:
+        return "ledger", _quarantine(
+            split,
+            "record-too-large",
+            offset,
+            f"text is {size} bytes, over {cfg.max_record_bytes}",
+            value[:1000],
+            nbytes=size,
+        )
+    meta = {k: v for k, v in record.items() if k != cfg.text_field}
+    return _make_document(split, offset, value, meta, cfg)
+
+
+def _txt_records(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
+    with _open_binary(split) as fh:
+        if not cfg.txt_separator:
+            data = fh.read(cfg.max_record_bytes + 1)
+            if len(data) > cfg.max_record_bytes:
+                size = len(data) + sum(len(b) for b in iter(lambda: fh.read(_CHUNK), b""))
+                yield (
+                    "ledger",
+                    _quarantine(
+                        split,
+                        "record-too-large",
+                        0,
+                        f"file is {size} bytes, over {cfg.max_record_bytes}",
+                        data,
+                        nbytes=size,
+                    ),
+                )
+                return
+            yield from _txt_piece(split, 0, data, cfg)
+            return
+        sep = cfg.txt_separator.encode()
+        buf, offset = b"", 0
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            buf += block
+            while (i := buf.find(sep)) >= 0:
+                yield from _txt_piece(split, offset, buf[:i], cfg)
+                offset += i + len(sep)
+                buf = buf[i + len(sep) :]
+            if len(buf) > cfg.max_record_bytes:
+                skipped = len(buf)
+                yield (
+                    "ledger",
+                    _quarantine(
+                        split,
+                        "record-too-large",
+                        offset,
+                        f"document over {cfg.max_record_bytes} bytes before the next separator",
+                        buf,
+                        nbytes=skipped,
+                    ),
+                )
+                # drop until the next separator
+                while True:
+                    block = fh.read(_CHUNK)
+                    if not block:
+                        return
+                    if (i := block.find(sep)) >= 0:
+                        offset += skipped + i + len(sep)
+                        buf = block[i + len(sep) :]
+                        break
+                    skipped += len(block)
+        if buf.strip():
+            yield from _txt_piece(split, offset, buf, cfg)
+
+
+def _txt_piece(split: Split, offset: int, raw: bytes, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
+    if not raw.strip() and cfg.txt_separator:
+        return  # consecutive separators
+    if len(raw) > cfg.max_record_bytes:
+        yield (
+            "ledger",
+            _quarantine(
+                split,
+                "record-too-large",
+                offset,
+                f"document is {len(raw)} bytes, over {cfg.max_record_bytes}",
+                raw,
+                nbytes=len(raw),
+            ),
+        )
+        return
+    text, bad = _decode(split, raw, offset)
+    if bad:
+        yield "ledger", bad
+        return
+    yield _make_document(split, offset, text, {}, cfg)
+
+
+def _parquet_records(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
+    pf = pq.ParquetFile(split.path)
+    if cfg.text_field not in pf.schema_arrow.names:
+        yield (
+            "ledger",
+            _quarantine(
+                split, "missing-text-field", 0, f"Parquet file has no column {cfg.text_field!r}", nbytes=0
+            ),
+        )
+        return
+    row = 0
+    for batch in pf.iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            yield _from_record(
+                split, row, record, cfg, json.dumps(record, default=str, ensure_ascii=False)[:2000]
+            )
+            row += 1
+
+
+READERS = {"jsonl": _jsonl_records, "txt": _txt_records, "parquet": _parquet_records}
+
+
+def read_split(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
+    """Yield ("documents", doc) or ("ledger", quarantine row) for every record of ``split``.
+
+    A file that cannot be opened or that breaks mid-way (truncated gzip, I/O error) yields an
+    ``unreadable-file`` row after the records read so far; it never raises.
+    """
+    if split.fmt == "unsupported":
+        size = os.path.getsize(split.path) if os.path.exists(split.path) else 0
+        yield (
+            "ledger",
+            _quarantine(
+                split,
+                "unsupported-format",
+                0,
+                f"no reader for {Path(split.path).name!r}; supported: .jsonl .json .ndjson .txt .text .md .parquet (+ .gz/.zst)",
+                nbytes=size,
+            ),
+        )
+        return
+    try:
+        yield from READERS[split.fmt](split, cfg)
+    except (OSError, EOFError, ValueError) as exc:  # includes gzip/zstd/parquet corruption
+        detail = f"{type(exc).__name__}: {exc}"
+        yield (
+            "ledger",
+            _quarantine(
+                split, "unreadable-file", split.start, f"cannot read {split.source}: {detail}", nbytes=0
+            ),
+        )
+    except Exception as exc:  # pyarrow raises its own error types
+        yield (
+            "ledger",
+            _quarantine(
+                split,
+                "unreadable-file",
+                split.start,
+                f"cannot read {split.source}: {type(exc).__name__}: {exc}",
+                nbytes=0,
+            ),
+        )
+
+
+class ReadSplitFn(beam.DoFn):
+    """Split -> ``(split key, row)`` on the ``documents`` and ``ledger`` outputs."""
+
+    def __init__(self, cfg: IngestConfig) -> None:
+        self.cfg = cfg
+        self.docs = counter("raw.documents")
+        self.bad = counter("raw.quarantined")
+
+    def process(self, split: Split) -> Iterator[Any]:
+        for kind, row in read_split(split, self.cfg):
+            (self.docs if kind == "documents" else self.bad).inc()
+            yield beam.pvalue.TaggedOutput(kind, (split.key, row))
+
+
+def build_ingest(pipeline: beam.Pipeline, splits: list[Split], cfg: CorpusforgeConfig, out_dir: str) -> None:
+    outputs = (
+        pipeline
+        | "Splits" >> beam.Create(splits)
+        | "Distribute" >> beam.Reshuffle()
+        | "Read" >> beam.ParDo(ReadSplitFn(cfg.ingest)).with_outputs("documents", "ledger")
+    )
+    outputs.documents | "WriteDocuments" >> beam.ParDo(
+        WriteShardsFn(f"{out_dir}/documents", schemas.DOCUMENTS, cfg.output)
+    )
+    outputs.ledger | "WriteQuarantine" >> beam.ParDo(
+        WriteShardsFn(f"{out_dir}/ledger", schemas.LEDGER, cfg.output)
+    )
+
+
+def input_fingerprint(splits: list[Split]) -> str:
+    """Cheap identity of the input files: names, sizes and modification times."""
+    seen = {}
+    for s in splits:
+        st = os.stat(s.path)
+        seen[s.source] = (st.st_size, int(st.st_mtime))
+    return fingerprint(sorted(seen.items()))
+
+
+def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> Any:
+    """Run ingestion over ``cfg.paths.input`` and commit the ``raw`` stage."""
+    from pipelines.reports import stage_stats
+
+    splits = plan_splits(cfg.paths.input, cfg.ingest)
+    section = {"paths": to_dict(cfg.paths), "ingest": to_dict(cfg.ingest)}
+    fp = fingerprint(STAGE, section, input_fingerprint(splits))
+    return run_stage(
+        stage=STAGE,
+        data_dir=cfg.paths.data_dir,
+        fp=fp,
+        config=section,
+        upstream={"input": str(Path(cfg.paths.input).resolve())},
+        output=cfg.output,
+        build=lambda p, v: build_ingest(p, splits, cfg, str(v.path)),
+        options=options,
+        finalize=lambda v, counters, entries: {"stats": stage_stats(entries, None), "splits": len(splits)},
+        reuse=reuse,
+    )

@@ -1,0 +1,78 @@
+"""Stage statistics computed from committed shard summaries (exact, runner-independent)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pipelines import storage
+
+
+def _prefixed(summary: Mapping[str, float], prefix: str) -> dict[str, float]:
+    return {k[len(prefix) :]: v for k, v in summary.items() if k.startswith(prefix)}
+
+
+def stage_stats(entries: Mapping[str, Any], upstream_documents: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Counts in/out, removals by reason, languages, PII and tags of one stage.
+
+    ``entries`` are this stage's manifest entries (``documents``, ``ledger``); ``upstream_documents``
+    the upstream stage's ``documents`` entry, or ``None`` for ingestion (its input count is the
+    number of records read: documents plus quarantined records).
+    """
+    docs = entries.get("documents") or {"rows": 0, "bytes": 0, "summary": {}}
+    ledger = entries.get("ledger") or {"rows": 0, "bytes": 0, "summary": {}}
+    dsum, lsum = docs.get("summary", {}), ledger.get("summary", {})
+    removed = {k: int(v) for k, v in sorted(_prefixed(lsum, "reason:").items())}
+    removed_bytes = {k: int(v) for k, v in sorted(_prefixed(lsum, "reason_bytes:").items())}
+    added = int(sum(v for k, v in _prefixed(dsum, "tag:").items() if k.startswith("added:")))
+    if upstream_documents is None:
+        docs_in, bytes_in = docs["rows"] + ledger["rows"], docs["bytes"] + ledger["bytes"]
+    else:
+        docs_in, bytes_in = upstream_documents["rows"], upstream_documents["bytes"]
+    return {
+        "documents_in": int(docs_in),
+        "bytes_in": int(bytes_in),
+        "documents_out": int(docs["rows"]),
+        "bytes_out": int(docs["bytes"]),
+        "documents_added": added,
+        "removed": int(ledger["rows"]),
+        "removed_by_reason": removed,
+        "removed_bytes_by_reason": removed_bytes,
+        "languages": {k: int(v) for k, v in sorted(_prefixed(dsum, "lang:").items(), key=lambda kv: -kv[1])},
+        "pii": {k: int(v) for k, v in sorted(_prefixed(dsum, "pii.").items())},
+        "tags": {k: int(v) for k, v in sorted(_prefixed(dsum, "tag:").items())},
+        "shards": len(docs.get("shards", [])),
+        "conserved": int(docs_in) + added == int(docs["rows"]) + int(ledger["rows"]),
+    }
+
+
+def conservation(version: storage.StageVersion, upstream: storage.StageVersion | None) -> dict[str, Any]:
+    """Recount a committed stage from its shards' row counts: input = kept + removed (- added)."""
+    m = version.manifest()
+    entries = {k: m.get(k) for k in ("documents", "ledger")}
+    up = upstream.manifest()["documents"] if upstream is not None else None
+    s = stage_stats(entries, up)
+    return {
+        "passed": s["conserved"],
+        "documents_in": s["documents_in"],
+        "documents_out": s["documents_out"],
+        "removed": s["removed"],
+        "added": s["documents_added"],
+    }
+
+
+def markdown_table(rows: list[Mapping[str, Any]], columns: list[str] | None = None) -> str:
+    """A GitHub-markdown table of ``rows`` (used for Dagster metadata and CLI reports)."""
+    if not rows:
+        return "_none_"
+    columns = columns or list(rows[0])
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        out.append("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |")
+    return "\n".join(out)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")

@@ -1,7 +1,5 @@
 """Curation assets: each runs one Beam stage job and reports what it kept and removed."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 

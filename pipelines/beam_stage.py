@@ -34,6 +34,7 @@ def pipeline_options(runner: RunnerConfig, *, in_memory: bool = False) -> Pipeli
         mode = "in_memory" if in_memory else runner.direct_running_mode
         workers = runner.direct_num_workers or (os.cpu_count() or 1)
         args += [f"--direct_running_mode={mode}", f"--direct_num_workers={1 if in_memory else workers}"]
+        args += ["--default_sdk_harness_log_level=WARNING"]
     args += [str(o) for o in runner.options]
     return PipelineOptions(args)
 

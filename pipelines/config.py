@@ -180,6 +180,9 @@ class PiiConfig:
         ["email", "phone", "ip", "credit_card"], "PII kinds to redact: email, phone, ip, credit_card."
     )
     placeholder_format: str = _f("<{kind}>", "Placeholder template; {kind} is the upper-case kind name.")
+    ip_public_only: bool = _f(
+        True, "Redact only globally routable IPs (keep 127.0.0.1, 192.168.x.x, documentation ranges)."
+    )
 
 
 @dataclass(frozen=True)

@@ -459,9 +459,17 @@ def input_fingerprint(splits: list[Split]) -> str:
     return fingerprint(sorted(seen.items()))
 
 
+def _finalize(counters: dict[str, int], entries: dict[str, Any], n_splits: int) -> dict[str, Any]:
+    from pipelines.reports import stage_stats
+
+    read = None
+    if "raw.documents" in counters or "raw.quarantined" in counters:
+        read = counters.get("raw.documents", 0) + counters.get("raw.quarantined", 0)
+    return {"stats": stage_stats(entries, None, read), "records_read": read, "splits": n_splits}
+
+
 def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> Any:
     """Run ingestion over ``cfg.paths.input`` and commit the ``raw`` stage."""
-    from pipelines.reports import stage_stats
 
     splits = plan_splits(cfg.paths.input, cfg.ingest)
     section = {"paths": to_dict(cfg.paths), "ingest": to_dict(cfg.ingest)}
@@ -475,6 +483,6 @@ def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> Any:
         output=cfg.output,
         build=lambda p, v: build_ingest(p, splits, cfg, str(v.path)),
         options=options,
-        finalize=lambda v, counters, entries: {"stats": stage_stats(entries, None), "splits": len(splits)},
+        finalize=lambda v, counters, entries: _finalize(counters, entries, len(splits)),
         reuse=reuse,
     )

@@ -12,12 +12,15 @@ def _prefixed(summary: Mapping[str, float], prefix: str) -> dict[str, float]:
     return {k[len(prefix) :]: v for k, v in summary.items() if k.startswith(prefix)}
 
 
-def stage_stats(entries: Mapping[str, Any], upstream_documents: Mapping[str, Any] | None) -> dict[str, Any]:
+def stage_stats(
+    entries: Mapping[str, Any], upstream_documents: Mapping[str, Any] | None, records_read: int | None = None
+) -> dict[str, Any]:
     """Counts in/out, removals by reason, languages, PII and tags of one stage.
 
     ``entries`` are this stage's manifest entries (``documents``, ``ledger``); ``upstream_documents``
-    the upstream stage's ``documents`` entry, or ``None`` for ingestion (its input count is the
-    number of records read: documents plus quarantined records).
+    the upstream stage's ``documents`` entry, or ``None`` for ingestion, whose input count is
+    ``records_read`` (counted by the reader, independently of what was written) when the runner
+    reports counters, else documents plus quarantined records.
     """
     docs = entries.get("documents") or {"rows": 0, "bytes": 0, "summary": {}}
     ledger = entries.get("ledger") or {"rows": 0, "bytes": 0, "summary": {}}
@@ -27,6 +30,8 @@ def stage_stats(entries: Mapping[str, Any], upstream_documents: Mapping[str, Any
     added = int(sum(v for k, v in _prefixed(dsum, "tag:").items() if k.startswith("added:")))
     if upstream_documents is None:
         docs_in, bytes_in = docs["rows"] + ledger["rows"], docs["bytes"] + ledger["bytes"]
+        if records_read is not None:
+            docs_in = records_read
     else:
         docs_in, bytes_in = upstream_documents["rows"], upstream_documents["bytes"]
     return {
@@ -51,7 +56,7 @@ def conservation(version: storage.StageVersion, upstream: storage.StageVersion |
     m = version.manifest()
     entries = {k: m.get(k) for k in ("documents", "ledger")}
     up = upstream.manifest()["documents"] if upstream is not None else None
-    s = stage_stats(entries, up)
+    s = stage_stats(entries, up, m.get("records_read"))
     return {
         "passed": s["conserved"],
         "documents_in": s["documents_in"],

@@ -1,0 +1,79 @@
+"""Exact duplicates: documents whose normalised text hashes equal.
+
+Normalisation (``normalize_for_exact``): NFKC always; casefold when ``lowercase``; when
+``strip_punct``, punctuation/symbols become spaces and whitespace runs collapse (leading and trailing
+whitespace dropped). The key is the 16-byte BLAKE2b of the UTF-8 result. One survivor per group by the
+rule of ``survivor.py``; records are ``decision`` dicts with kind ``"exact"`` (groups of two or more)
+or ``"unique"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Any
+
+import apache_beam as beam
+
+from pipelines.dedup.survivor import choose_survivor, decision
+
+_PUNCT_OR_SYMBOL = re.compile(r"[^\w\s]|_")
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_for_exact(text: str, lowercase: bool = True, strip_punct: bool = True) -> str:
+    """The text compared by exact dedup (see the module docstring)."""
+    text = unicodedata.normalize("NFKC", text)
+    if lowercase:
+        text = text.casefold()
+    if strip_punct:
+        text = _SPACES.sub(" ", _PUNCT_OR_SYMBOL.sub(" ", text)).strip()
+    return text
+
+
+def exact_key(text: str, lowercase: bool = True, strip_punct: bool = True) -> bytes:
+    """16-byte BLAKE2b of the normalised text."""
+    norm = normalize_for_exact(text, lowercase, strip_punct)
+    return hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest()
+
+
+def _group_decisions(members: Iterable[tuple[str, float | None, int]]) -> list[dict[str, Any]]:
+    members = list(members)
+    survivor = choose_survivor(members)
+    kind = "exact" if len(members) > 1 else "unique"
+    return [decision(doc_id, survivor, kind, 1.0) for doc_id, _, _ in members]
+
+
+def exact_duplicates_local(
+    docs: Iterable[tuple[str, str, float | None]], lowercase: bool = True, strip_punct: bool = True
+) -> list[dict[str, Any]]:
+    """Single-process ``ExactDuplicates``: decisions for ``(doc_id, text, quality)``, sorted by doc id."""
+    groups: dict[bytes, list[tuple[str, float | None, int]]] = {}
+    for doc_id, text, quality in docs:
+        groups.setdefault(exact_key(text, lowercase, strip_punct), []).append((doc_id, quality, len(text)))
+    out = [d for members in groups.values() for d in _group_decisions(members)]
+    return sorted(out, key=lambda d: d["doc_id"])
+
+
+class ExactDuplicates(beam.PTransform):
+    """PCollection of ``(doc_id, text, quality)`` -> one decision dict per document.
+
+    Only ``(hash, (doc_id, quality, length))`` tuples are shuffled, never the texts.
+    """
+
+    def __init__(self, lowercase: bool = True, strip_punct: bool = True) -> None:
+        super().__init__()
+        self._lowercase = lowercase
+        self._strip_punct = strip_punct
+
+    def expand(self, docs):
+        lowercase, strip_punct = self._lowercase, self._strip_punct
+        return (
+            docs
+            | "KeyByTextHash"
+            >> beam.Map(lambda d: (exact_key(d[1], lowercase, strip_punct), (d[0], d[2], len(d[1]))))
+            | "GroupByHash" >> beam.GroupByKey()
+            | "Survivor" >> beam.FlatMap(lambda kv: _group_decisions(kv[1]))
+        )

@@ -1,0 +1,158 @@
+"""Vectorised MinHash, bit-for-bit identical to ``datasketch.MinHash``.
+
+``MinHasher(num_perm, seed, scheme)`` computes the same hash values as
+``datasketch.MinHash(num_perm=num_perm, seed=seed, scheme=scheme)`` after
+``update_batch([s.encode("utf-8") for s in shingles])``:
+
+* input hash: the first 4 (``affine64``: 8) bytes of SHA-1 of the UTF-8 shingle, little-endian
+  (``datasketch.hashfunc.sha1_hash32`` / ``sha1_hash64``);
+* permutation parameters drawn from ``numpy.random.RandomState(seed)`` in datasketch's order;
+* ``legacy`` (datasketch < 2.0 default): ``((a * h + b) mod 2**64) mod (2**61 - 1)``, low 32 bits,
+  stored as uint64;
+* ``affine32`` (datasketch >= 2.0 default): ``h`` pre-mixed with the 32-bit MurmurHash3 finaliser, then
+  ``a * h + b mod 2**32`` with odd ``a``, stored as uint32; ``affine64`` the same in 64 bits.
+
+Speed comes from hashing a whole batch of shingles into one buffer read with ``np.frombuffer``,
+broadcasting all permutations at once and reducing every document of a batch with
+``np.minimum.reduceat``; no datasketch object is created per document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+SCHEMES = ("affine32", "affine64", "legacy")
+
+_MERSENNE = np.uint64((1 << 61) - 1)
+_LOW32 = np.uint64((1 << 32) - 1)
+_FMIX = {
+    32: (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16)),
+    64: (
+        np.uint64(33),
+        np.uint64(0xFF51AFD7ED558CCD),
+        np.uint64(33),
+        np.uint64(0xC4CEB9FE1A85EC53),
+        np.uint64(33),
+    ),
+}
+_ROWS_PER_CHUNK = 4096  # shingle rows per permutation block (4096 x 128 x 8 B = 4 MiB)
+
+
+def _fmix(h: np.ndarray, width: int) -> np.ndarray:
+    s1, m1, s2, m2, s3 = _FMIX[width]
+    h = h ^ (h >> s1)
+    h = h * m1
+    h = h ^ (h >> s2)
+    h = h * m2
+    return h ^ (h >> s3)
+
+
+def permutations(num_perm: int, seed: int, scheme: str = "affine32") -> tuple[np.ndarray, np.ndarray]:
+    """The permutation parameters ``(a, b)`` that datasketch draws for ``(num_perm, seed, scheme)``."""
+    gen = np.random.RandomState(seed)
+    if scheme == "legacy":
+        pairs = [
+            (gen.randint(1, _MERSENNE, dtype=np.uint64), gen.randint(0, _MERSENNE, dtype=np.uint64))
+            for _ in range(num_perm)
+        ]
+        ab = np.array(pairs, dtype=np.uint64).T
+        return ab[0].copy(), ab[1].copy()
+    width = 32 if scheme == "affine32" else 64
+    dtype = np.uint32 if width == 32 else np.uint64
+    a = gen.randint(0, 1 << (width - 1), num_perm, dtype=dtype) * dtype(2) + dtype(1)
+    b = gen.randint(0, 1 << width, num_perm, dtype=dtype)
+    return a, b
+
+
+class MinHasher:
+    """MinHash signatures of shingle sets; ``signature`` equals datasketch's ``hashvalues``."""
+
+    def __init__(self, num_perm: int = 128, seed: int = 1, scheme: str = "affine32") -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
+        if num_perm < 1:
+            raise ValueError("num_perm must be >= 1")
+        self.num_perm = num_perm
+        self.seed = seed
+        self.scheme = scheme
+        self.dtype = np.dtype(np.uint32 if scheme == "affine32" else np.uint64)
+        self._a, self._b = permutations(num_perm, seed, scheme)
+        self._hash_bytes = 8 if scheme == "affine64" else 4
+        if scheme == "legacy":
+            self.empty_value = int(_LOW32)
+        else:
+            self.empty_value = int(np.iinfo(self.dtype).max)
+
+    # -- hashing ---------------------------------------------------------------------------------
+
+    def hash_shingles(self, shingles: Iterable[str | bytes]) -> np.ndarray:
+        """SHA-1 input hashes (datasketch's ``sha1_hash32``/``sha1_hash64``) of the shingles."""
+        sha1 = hashlib.sha1
+        digests = b"".join(
+            [sha1(s.encode("utf-8") if isinstance(s, str) else s).digest() for s in shingles]
+        )
+        if self._hash_bytes == 4:
+            return np.frombuffer(digests, dtype="<u4")[::5]  # a SHA-1 digest is 5 x 4 bytes
+        first8 = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 20)[:, :8]
+        return np.ascontiguousarray(first8).view("<u8").reshape(-1)
+
+    def _permuted(self, hashes: np.ndarray) -> np.ndarray:
+        """(len(hashes), num_perm) permuted values, in the scheme's dtype."""
+        if self.scheme == "legacy":
+            x = hashes.astype(np.uint64).reshape(-1, 1) * self._a
+            x += self._b  # both steps wrap modulo 2**64, as in datasketch
+            x %= _MERSENNE
+            x &= _LOW32
+            return x
+        width = 32 if self.scheme == "affine32" else 64
+        h = _fmix(hashes.astype(self.dtype).reshape(-1, 1), width)
+        x = h * self._a
+        x += self._b
+        return x
+
+    # -- signatures ------------------------------------------------------------------------------
+
+    def empty_signature(self) -> np.ndarray:
+        """The signature of the empty set (every value at the scheme's maximum)."""
+        return np.full(self.num_perm, self.empty_value, dtype=self.dtype)
+
+    def signature(self, shingles: Iterable[str | bytes]) -> np.ndarray:
+        """MinHash signature of one shingle set (``num_perm`` values)."""
+        return self.signatures([shingles])[0]
+
+    def signatures(self, shingle_sets: Sequence[Iterable[str | bytes]]) -> np.ndarray:
+        """Signatures of many shingle sets at once, shape ``(len(shingle_sets), num_perm)``."""
+        sets = [s if isinstance(s, list | tuple | set | frozenset) else list(s) for s in shingle_sets]
+        counts = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
+        out = np.full((len(sets), self.num_perm), self.empty_value, dtype=self.dtype)
+        nonempty = np.flatnonzero(counts)
+        if nonempty.size == 0:
+            return out
+        hashes = self.hash_shingles(s for i in nonempty for s in sets[i])
+        bounds = np.concatenate(([0], np.cumsum(counts[nonempty])))
+        # Process documents in chunks of about _ROWS_PER_CHUNK shingles to bound memory.
+        start = 0
+        while start < nonempty.size:
+            stop = start + 1
+            while stop < nonempty.size and bounds[stop + 1] - bounds[start] <= _ROWS_PER_CHUNK:
+                stop += 1
+            lo, hi = bounds[start], bounds[stop]
+            block = self._permuted(hashes[lo:hi])
+            offsets = bounds[start:stop] - lo
+            out[nonempty[start:stop]] = np.minimum.reduceat(block, offsets, axis=0)
+            start = stop
+        return out
+
+    def is_empty(self, signature: np.ndarray) -> bool:
+        """True when ``signature`` is that of the empty set."""
+        return bool(np.all(signature == self.empty_value))
+
+    @staticmethod
+    def jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
+        """Estimated Jaccard similarity: the fraction of equal signature positions."""
+        if len(sig_a) != len(sig_b):
+            raise ValueError(f"signatures differ in length: {len(sig_a)} != {len(sig_b)}")
+        return float(np.count_nonzero(np.asarray(sig_a) == np.asarray(sig_b))) / len(sig_a)

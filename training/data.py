@@ -1,0 +1,436 @@
+"""Reader of packed token shards for training and evaluation.
+
+A token dataset is a directory with ``manifest.json`` (format ``corpusforge-tokens/1``) and, per
+split, Arrow IPC files whose single column ``tokens`` is a fixed-size list of ``seq_len + 1``
+uint16/uint32 ids (``pipelines.schemas.token_schema``), one packed window per row.
+
+Order. A training epoch visits the split's sequences in ``numpy.random.default_rng([seed,
+epoch]).permutation(N)``; evaluation reads them in file order. The order is cut into *units* of
+``batch_size`` sequences (one sequence when ``batch_size`` is None). Unit ``g`` belongs to rank
+``g % world_size``; a rank's ``m``-th unit is unit ``m * world_size + rank``, and its DataLoader
+workers take turns (worker ``w`` of ``W`` reads the rank's units ``w, w + W, ...``), which is
+exactly the order in which an in-order ``DataLoader`` hands them back. So with one sequence per
+unit, rank r / worker w reads every (R*W)-th index of the permuted order, and at any step the
+units consumed by all ranks together are a prefix of the epoch's order. Training epochs drop the
+last ``N mod (batch_size * world_size)`` sequences of each permutation so every rank gets the same
+number of batches (a different tail each epoch); evaluation keeps every sequence.
+
+State. ``state_dict`` is ``{"epoch", "position"}`` with ``position`` the number of sequences of
+the epoch's order consumed by all ranks together; loading it makes the iterator yield exactly the
+rest of the order, for any worker count and for any ``batch_size * world_size`` that divides it.
+
+Memory. Shards are memory-mapped (``pa.memory_map`` + ``ipc.open_file``) and read through numpy
+views without copying. Pages touched through a mapping stay in the process's RSS until it is
+unmapped (the nanoGPT ``np.memmap`` growth), so the reader drops every mapping after
+``remap_bytes`` bytes have been read and maps the shards again on demand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipelines.schemas import token_schema
+
+FORMAT = "corpusforge-tokens/1"
+DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+DEFAULT_REMAP_BYTES = 256 * 1024 * 1024
+
+
+class TokenDataError(ValueError):
+    """The token dataset is missing, corrupt or inconsistent with its manifest; names the file."""
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse and check ``manifest.json`` of the token dataset directory ``path``."""
+    file = Path(path) / "manifest.json"
+    if not file.is_file():
+        raise TokenDataError(f"{file}: token dataset manifest not found")
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TokenDataError(f"{file}: not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise TokenDataError(f"{file}: format is {found!r}, expected {FORMAT!r}")
+    for key in ("seq_len", "dtype", "vocab_size", "splits"):
+        if key not in manifest:
+            raise TokenDataError(f"{file}: missing key {key!r}")
+    if manifest["dtype"] not in DTYPES:
+        raise TokenDataError(f"{file}: dtype {manifest['dtype']!r} is not one of {sorted(DTYPES)}")
+    if int(manifest["seq_len"]) < 1 or int(manifest["vocab_size"]) < 1:
+        raise TokenDataError(f"{file}: seq_len and vocab_size must be positive")
+    return manifest
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _open_shard(path: Path) -> tuple[pa.MemoryMappedFile, ipc.RecordBatchFileReader]:
+    if not path.is_file():
+        raise TokenDataError(f"token shard {path} does not exist")
+    mm = pa.memory_map(str(path), "r")
+    try:
+        return mm, ipc.open_file(mm)
+    except (pa.ArrowInvalid, OSError) as exc:
+        mm.close()
+        raise TokenDataError(f"token shard {path} is not a readable Arrow IPC file: {exc}") from exc
+
+
+def _batch_view(batch: pa.RecordBatch, window: int, path: Path) -> np.ndarray:
+    column = batch.column(0)
+    if column.null_count:
+        raise TokenDataError(f"token shard {path} has null token windows")
+    try:
+        return column.flatten().to_numpy(zero_copy_only=True).reshape(-1, window)
+    except (pa.ArrowInvalid, ValueError) as exc:
+        raise TokenDataError(
+            f"token shard {path}: cannot view tokens as a {window}-wide array: {exc}"
+        ) from exc
+
+
+def _batch_rows(path: Path, expected: pa.Schema) -> list[int]:
+    """Row count of every record batch of the shard, after checking its schema."""
+    mm, reader = _open_shard(path)
+    try:
+        field = reader.schema.field(0) if reader.schema.names == ["tokens"] else None
+        if field is None or not field.type.equals(expected.field(0).type):
+            raise TokenDataError(
+                f"token shard {path}: schema is {reader.schema.to_string(show_schema_metadata=False)!r}, "
+                f"expected one column tokens: {expected.field(0).type}"
+            )
+        return [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TokenDataError(f"token shard {path} is corrupt: {exc}") from exc
+    finally:
+        mm.close()
+
+
+class TokenDataset(IterableDataset):
+    """Iterable over one split of a token dataset, yielding ``torch.int64`` windows.
+
+    Yields tensors of shape ``(seq_len + 1,)``, or ``(batch_size, seq_len + 1)`` when
+    ``batch_size`` is given (use ``DataLoader(dataset, batch_size=None)`` or :class:`TokenLoader`).
+    ``shuffle`` defaults to True for ``train`` and False otherwise; ``epochs`` to unlimited when
+    shuffling and one pass otherwise. ``verify`` also checks sha256 sums and token id range.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str = "train",
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int | None = None,
+        shuffle: bool | None = None,
+        epochs: int | None = None,
+        verify: bool = False,
+        remap_bytes: int = DEFAULT_REMAP_BYTES,
+    ) -> None:
+        super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        if seed < 0:
+            raise ValueError("seed must be >= 0")
+        self.root = Path(path)
+        self.manifest = read_manifest(self.root)
+        splits = self.manifest["splits"]
+        if split not in splits:
+            raise TokenDataError(f"{self.root / 'manifest.json'}: no split {split!r} (has {sorted(splits)})")
+        self.split, self.seed, self.rank, self.world_size = split, seed, rank, world_size
+        self.seq_len = int(self.manifest["seq_len"])
+        self.window = self.seq_len + 1
+        self.np_dtype = DTYPES[self.manifest["dtype"]]
+        self.vocab_size = int(self.manifest["vocab_size"])
+        self.batch_size = batch_size
+        self.unit = batch_size or 1
+        if self.unit < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.shuffle = (split == "train") if shuffle is None else shuffle
+        self.epochs = (None if self.shuffle else 1) if epochs is None else epochs
+        self.remap_bytes = remap_bytes
+
+        self.shard_paths: list[Path] = []
+        starts, self._chunk_loc = [0], []
+        expected = token_schema(self.manifest["dtype"], self.window)
+        for shard in splits[split].get("shards", []):
+            shard_path = self.root / shard["path"]
+            rows = _batch_rows(shard_path, expected)
+            if sum(rows) != int(shard["sequences"]):
+                raise TokenDataError(
+                    f"token shard {shard_path} holds {sum(rows)} sequences but manifest.json lists "
+                    f"{shard['sequences']}; the shard is truncated or the manifest is stale"
+                )
+            for b, n in enumerate(rows):
+                if n:
+                    self._chunk_loc.append((len(self.shard_paths), b))
+                    starts.append(starts[-1] + n)
+            self.shard_paths.append(shard_path)
+            if verify:
+                self._verify_shard(shard_path, shard.get("sha256"))
+        self._chunk_starts = np.asarray(starts, dtype=np.int64)
+        self.num_sequences = int(starts[-1])
+        declared = splits[split].get("sequences")
+        if declared is not None and int(declared) != self.num_sequences:
+            raise TokenDataError(
+                f"{self.root / 'manifest.json'}: split {split!r} declares {declared} sequences, "
+                f"its shards hold {self.num_sequences}"
+            )
+        if self.shuffle:
+            self.units_per_epoch = (self.num_sequences // self.unit // world_size) * world_size
+            if self.units_per_epoch == 0:
+                raise TokenDataError(
+                    f"split {split!r} has {self.num_sequences} sequences, fewer than batch_size x world_size "
+                    f"= {self.unit * world_size}"
+                )
+        else:
+            self.units_per_epoch = math.ceil(self.num_sequences / self.unit)
+        self.local_units = len(range(rank, self.units_per_epoch, world_size))
+        self._start = 0  # absolute index of this rank's next unit, counted over all epochs
+        self._reset_cache()
+
+    # ---------------------------------------------------------------------------------------- state
+
+    def state_dict(self, consumed: int = 0) -> dict[str, Any]:
+        """Reader state after this rank has taken ``consumed`` more units since the last load."""
+        epoch, m = divmod(self._start + consumed, max(self.local_units, 1))
+        return {
+            "epoch": int(epoch),
+            "position": int(m * self.world_size * self.unit),
+            "seed": self.seed,
+            "sequences": self.num_sequences,
+            "split": self.split,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state`` (see :meth:`state_dict`)."""
+        if int(state.get("sequences", self.num_sequences)) != self.num_sequences:
+            raise TokenDataError(
+                f"reader state is for a split of {state['sequences']} sequences, this one has {self.num_sequences}"
+            )
+        if self.shuffle and int(state.get("seed", self.seed)) != self.seed:
+            raise TokenDataError(
+                f"reader state was shuffled with seed {state['seed']}, this reader uses {self.seed}"
+            )
+        units, rest = divmod(int(state["position"]), self.unit)
+        if rest or units % self.world_size:
+            raise TokenDataError(
+                f"reader position {state['position']} is not a multiple of batch_size x world_size "
+                f"= {self.unit * self.world_size}; resume with the batch size and world size it was saved with"
+            )
+        m = units // self.world_size
+        if m > self.local_units:
+            raise TokenDataError(f"reader position {state['position']} is past the end of the epoch")
+        self._start = int(state["epoch"]) * self.local_units + m
+
+    # ------------------------------------------------------------------------------------ iteration
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self.local_units == 0:
+            return
+        first_epoch = self._start // self.local_units
+        end = None if self.epochs is None else (first_epoch + self.epochs) * self.local_units
+        a = self._start + worker
+        while end is None or a < end:
+            epoch, m = divmod(a, self.local_units)
+            rows = self._gather(self._unit_indices(epoch, m))
+            yield torch.from_numpy(rows if self.batch_size else rows[0])
+            a += workers
+
+    def _unit_indices(self, epoch: int, m: int) -> np.ndarray:
+        g = m * self.world_size + self.rank
+        lo, hi = g * self.unit, min((g + 1) * self.unit, self.num_sequences)
+        if not self.shuffle:
+            return np.arange(lo, hi, dtype=np.int64)
+        if self._perm_epoch != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm, self._perm_epoch = rng.permutation(self.num_sequences), epoch
+        return self._perm[lo:hi]
+
+    def read(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        """Windows at global ``indices`` of the split, as an int64 array (n, seq_len + 1)."""
+        return self._gather(np.asarray(indices, dtype=np.int64))
+
+    def _gather(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), self.window), dtype=np.int64)
+        chunks = np.searchsorted(self._chunk_starts, idx, side="right") - 1
+        local = idx - self._chunk_starts[chunks]
+        for i, (c, j) in enumerate(zip(chunks.tolist(), local.tolist(), strict=True)):
+            view = self._views.get(c)
+            if view is None:
+                view = self._map_chunk(c)
+            out[i] = view[j]
+        self._bytes_since_map += len(idx) * self.window * self.np_dtype().itemsize
+        if self.remap_bytes and self._bytes_since_map >= self.remap_bytes:
+            self._reset_cache(keep_perm=True)
+        return out
+
+    def _map_chunk(self, c: int) -> np.ndarray:
+        shard, batch = self._chunk_loc[c]
+        if shard not in self._readers:
+            self._readers[shard] = _open_shard(self.shard_paths[shard])
+        view = _batch_view(self._readers[shard][1].get_batch(batch), self.window, self.shard_paths[shard])
+        self._views[c] = view
+        return view
+
+    def _reset_cache(self, keep_perm: bool = False) -> None:
+        """Drop every view and mapping (releases the mapped pages from RSS)."""
+        self._views: dict[int, np.ndarray] = {}
+        for mm, _ in getattr(self, "_readers", {}).values():
+            mm.close()
+        self._readers: dict[int, tuple[pa.MemoryMappedFile, ipc.RecordBatchFileReader]] = {}
+        self._bytes_since_map = 0
+        if not keep_perm:
+            self._perm, self._perm_epoch = None, None
+
+    def close(self) -> None:
+        self._reset_cache()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_views={}, _readers={}, _perm=None, _perm_epoch=None, _bytes_since_map=0)
+        return state
+
+    def _verify_shard(self, path: Path, sha256: str | None) -> None:
+        if sha256 and file_sha256(path) != sha256:
+            raise TokenDataError(
+                f"token shard {path}: sha256 does not match manifest.json (corrupt or replaced)"
+            )
+        mm, reader = _open_shard(path)
+        try:
+            for b in range(reader.num_record_batches):
+                view = _batch_view(reader.get_batch(b), self.window, path)
+                if view.size and int(view.max()) >= self.vocab_size:
+                    raise TokenDataError(
+                        f"token shard {path}: token id {int(view.max())} >= vocab_size {self.vocab_size}"
+                    )
+                del view
+        finally:
+            mm.close()
+
+
+class TokenLoader:
+    """Batches of a :class:`TokenDataset` through a ``DataLoader``, counting what was consumed.
+
+    ``state_dict()`` is the dataset state after the batches handed out so far (prefetched but
+    unconsumed batches are not counted), so a checkpoint taken between steps resumes exactly.
+    """
+
+    def __init__(
+        self,
+        dataset: TokenDataset,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch_factor: int = 4,
+    ) -> None:
+        self.dataset, self.num_workers = dataset, num_workers
+        self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
+        self._it = None
+        self._consumed = 0
+
+    def __iter__(self) -> TokenLoader:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self._it is None:
+            loader = DataLoader(
+                self.dataset,
+                batch_size=None,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                prefetch_factor=self.prefetch_factor if self.num_workers else None,
+            )
+            self._it = iter(loader)
+        batch = next(self._it)
+        self._consumed += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.dataset.state_dict(self._consumed)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.close()
+        self.dataset.load_state_dict(state)
+        self._consumed = 0
+
+    def close(self) -> None:
+        self._it = None  # the DataLoader iterator shuts its workers down when collected
+
+
+def write_token_dataset(
+    path: str | os.PathLike,
+    splits: Mapping[str, np.ndarray],
+    *,
+    vocab_size: int,
+    dtype: str = "uint16",
+    sequences_per_shard: int = 4096,
+    rows_per_batch: int = 1024,
+    eot_id: int = 0,
+    pad_id: int = 1,
+    mask_id: int = 2,
+    tokenizer_sha256: str = "",
+) -> Path:
+    """Write ``splits`` (name -> array (n, seq_len + 1)) as a token dataset; for tests and benchmarks.
+
+    The production writer is the pipeline's Beam job; this one follows the same format.
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    seq_len = None
+    manifest_splits = {}
+    for name, arr in splits.items():
+        arr = np.asarray(arr)
+        if arr.ndim != 2:
+            raise ValueError(f"split {name!r}: expected a 2-D array of windows")
+        seq_len = arr.shape[1] - 1 if seq_len is None else seq_len
+        if arr.shape[1] != seq_len + 1:
+            raise ValueError("every split must have the same window length")
+        schema = token_schema(dtype, seq_len + 1)
+        value_type = schema.field(0).type.value_type
+        (root / name).mkdir(exist_ok=True)
+        shards = []
+        for k, lo in enumerate(range(0, len(arr), sequences_per_shard)):
+            part = arr[lo : lo + sequences_per_shard].astype(DTYPES[dtype])
+            rel = f"{name}/part-{k:05d}.arrow"
+            with pa.OSFile(str(root / rel), "wb") as sink, ipc.new_file(sink, schema) as writer:
+                for b in range(0, len(part), rows_per_batch):
+                    rows = part[b : b + rows_per_batch]
+                    values = pa.array(rows.reshape(-1), type=value_type)
+                    column = pa.FixedSizeListArray.from_arrays(values, seq_len + 1)
+                    writer.write_batch(pa.record_batch([column], schema=schema))
+            shards.append({"path": rel, "sequences": len(part), "sha256": file_sha256(root / rel)})
+        manifest_splits[name] = {"sequences": len(arr), "tokens": int(arr.size), "shards": shards}
+    manifest = {
+        "format": FORMAT,
+        "seq_len": seq_len,
+        "dtype": dtype,
+        "vocab_size": vocab_size,
+        "tokenizer_sha256": tokenizer_sha256,
+        "eot_id": eot_id,
+        "pad_id": pad_id,
+        "mask_id": mask_id,
+        "splits": manifest_splits,
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return root

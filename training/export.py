@@ -1,0 +1,164 @@
+"""Export a checkpoint as a Hugging Face ``LlamaForCausalLM`` directory (without importing transformers).
+
+Writes ``config.json``, ``generation_config.json``, ``model.safetensors`` and the tokenizer
+(``tokenizer.json``, ``tokenizer_config.json`` for ``PreTrainedTokenizerFast``,
+``special_tokens_map.json``). The weights are renamed (``model.`` prefix) and the fused
+``qkv_proj`` / ``gate_up_proj`` matrices split into ``q_proj``/``k_proj``/``v_proj`` and
+``gate_proj``/``up_proj``; rotary embeddings already use HF's ``rotate_half`` layout, so logits
+match. The output head is tied to the embedding (``tie_word_embeddings``). Only causal (clm)
+checkpoints can be exported: an mlm model attends bidirectionally, which Llama cannot express.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from training.checkpoint import latest_checkpoint, read_state, strip_prefixes
+from training.model import ModelConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def to_hf_llama(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our parameter names and fused layout -> ``LlamaForCausalLM`` state dict (tied head omitted)."""
+    d, ff = cfg.d_model, cfg.d_ff
+    out: dict[str, torch.Tensor] = {}
+    for name, t in strip_prefixes(weights).items():
+        if name.endswith("self_attn.qkv_proj.weight"):
+            base = name[: -len("qkv_proj.weight")]
+            for part, w in zip(("q_proj", "k_proj", "v_proj"), t.split(d, dim=0), strict=True):
+                out[f"model.{base}{part}.weight"] = w
+        elif name.endswith("mlp.gate_up_proj.weight"):
+            base = name[: -len("gate_up_proj.weight")]
+            gate, up = t.split(ff, dim=0)
+            out[f"model.{base}gate_proj.weight"] = gate
+            out[f"model.{base}up_proj.weight"] = up
+        else:
+            out[f"model.{name}"] = t
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def hf_llama_config(cfg: ModelConfig, data: dict[str, Any], dtype: str) -> dict[str, Any]:
+    eot = data.get("eot_id")
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layer,
+        "num_attention_heads": cfg.n_head,
+        "num_key_value_heads": cfg.n_head,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "initializer_range": cfg.init_std,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,  # transformers < 5
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},  # transformers >= 5
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "pad_token_id": data.get("pad_id"),
+        "torch_dtype": dtype,
+    }
+
+
+def _token_strings(tokenizer: dict[str, Any]) -> dict[int, str]:
+    strings = {int(t["id"]): t["content"] for t in tokenizer.get("added_tokens", [])}
+    vocab = (tokenizer.get("model") or {}).get("vocab")
+    if isinstance(vocab, dict):
+        for token, idx in vocab.items():
+            strings.setdefault(int(idx), token)
+    return strings
+
+
+def export_hf_llama(
+    checkpoint_dir: str | os.PathLike,
+    tokenizer_json: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    check_tokenizer: bool = True,
+) -> Path:
+    """Write checkpoint ``checkpoint_dir`` (or a run directory's latest) as a HF Llama model.
+
+    With ``check_tokenizer`` the sha256 of ``tokenizer_json``'s bytes must equal the
+    ``tokenizer_sha256`` the token dataset manifest recorded (when it recorded one).
+    """
+    ckpt = Path(checkpoint_dir)
+    if not (ckpt / "state.json").is_file():
+        latest = latest_checkpoint(ckpt)
+        if latest is None:
+            raise FileNotFoundError(f"{ckpt} is neither a checkpoint nor a run directory with checkpoints")
+        ckpt = latest
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    doc = read_state(ckpt)
+    cfg = ModelConfig.from_dict(doc["model_config"])
+    if not cfg.causal:
+        raise ValueError(f"{ckpt}: an mlm (bidirectional) model cannot be exported as LlamaForCausalLM")
+    data = doc.get("data", {})
+
+    tok_bytes = Path(tokenizer_json).read_bytes()
+    expected = data.get("tokenizer_sha256")
+    if check_tokenizer and expected and hashlib.sha256(tok_bytes).hexdigest() != expected:
+        raise ValueError(
+            f"{tokenizer_json}: sha256 differs from the tokenizer the training data was encoded with "
+            f"({expected}); pass check_tokenizer=False only if the hash convention differs"
+        )
+    tokenizer = json.loads(tok_bytes)
+    strings = _token_strings(tokenizer)
+    if strings and max(strings) >= cfg.vocab_size:
+        raise ValueError(
+            f"{tokenizer_json}: token id {max(strings)} does not fit the model's vocab of {cfg.vocab_size}"
+        )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = to_hf_llama(load_file(str(ckpt / "model.safetensors")), cfg)
+    weights = {k: v.to(DTYPES[dtype]) for k, v in weights.items()}
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = hf_llama_config(cfg, data, dtype)
+    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    generation = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2), encoding="utf-8")
+
+    shutil.copyfile(tokenizer_json, out / "tokenizer.json")
+    specials = {}
+    for key, id_key in (
+        ("eos_token", "eot_id"),
+        ("bos_token", "eot_id"),
+        ("pad_token", "pad_id"),
+        ("mask_token", "mask_id"),
+    ):
+        idx = data.get(id_key)
+        if idx is not None and int(idx) in strings:
+            specials[key] = strings[int(idx)]
+    tok_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": cfg.max_seq_len,
+        "clean_up_tokenization_spaces": False,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        **specials,
+    }
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(tok_config, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    (out / "special_tokens_map.json").write_text(
+        json.dumps(specials, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    return out

@@ -65,7 +65,8 @@ def bench_reader(args: argparse.Namespace, tmp: Path) -> dict:
         it, n, rss0 = iter(ds), 0, _rss_file_bytes()
         start = time.perf_counter()
         while n < total:
-            n += len(next(it)) if batch else 1
+            item = next(it)
+            n += len(item) if batch else 1
         elapsed = time.perf_counter() - start
         out[f"tokens_per_s_{mode}"] = n * ds.seq_len / elapsed
         out[f"rss_file_growth_bytes_{mode}"] = _rss_file_bytes() - rss0

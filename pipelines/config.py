@@ -210,12 +210,19 @@ class DedupConfig:
     ngram: int = _f(5, "Word n-gram size for space-delimited text.")
     cjk_ngram: int = _f(5, "Character n-gram size for CJK text.")
     num_perm: int = _f(128, "MinHash permutations.")
-    threshold: float = _f(0.7, "Target Jaccard similarity for near duplicates.")
-    fp_weight: float = _f(0.5, "Weight of false positives in the bands x rows search.")
-    fn_weight: float = _f(0.5, "Weight of false negatives in the bands x rows search.")
+    threshold: float = _f(
+        0.55,
+        "Estimated Jaccard of 5-gram shingle sets at or above which two documents are near duplicates "
+        "(0.55 ~ up to 5% of words/CJK characters edited; bench/dedup_quality.py).",
+    )
+    fp_weight: float = _f(0.1, "Weight of false positives in the bands x rows search (verify removes them).")
+    fn_weight: float = _f(0.9, "Weight of false negatives in the bands x rows search (they are lost for good).")
     verify: bool = _f(True, "Drop candidate pairs whose estimated Jaccard is below the threshold.")
     max_cc_rounds: int = _f(30, "Upper bound on connected-component rounds.")
     seed: int = _f(1, "MinHash permutation seed.")
+    minhash_scheme: str = _f(
+        "affine32", "MinHash permutation scheme as in datasketch: affine32 (its >= 2.0 default), affine64, legacy."
+    )
 
 
 # --------------------------------------------------------------------------------------------------

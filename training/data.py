@@ -21,15 +21,20 @@ rest of the order, for any worker count and for any ``batch_size * world_size`` 
 
 Memory. Shards are memory-mapped (``pa.memory_map`` + ``ipc.open_file``) and read through numpy
 views without copying. Pages touched through a mapping stay in the process's RSS until it is
-unmapped (the nanoGPT ``np.memmap`` growth), so the reader drops every mapping after
-``remap_bytes`` bytes have been read and maps the shards again on demand.
+unmapped (the nanoGPT ``np.memmap`` growth), and the kernel's fault-around maps up to 64 KiB
+around every row touched. So the reader counts each row read as at least 64 KiB, drops every
+mapping once ``remap_bytes`` have been counted, and maps the shards again on demand: the mapped
+RSS stays below about ``remap_bytes`` plus one shard's footer, whatever the dataset size.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import hashlib
 import json
 import math
+import mmap
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,7 +50,8 @@ from pipelines.schemas import token_schema
 
 FORMAT = "corpusforge-tokens/1"
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
-DEFAULT_REMAP_BYTES = 256 * 1024 * 1024
+DEFAULT_REMAP_BYTES = 64 * 1024 * 1024
+FAULT_AROUND_BYTES = 64 * 1024  # Linux maps up to this much around each faulted page of a file mapping
 
 
 class TokenDataError(ValueError):
@@ -82,15 +88,48 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _open_shard(path: Path) -> tuple[pa.MemoryMappedFile, ipc.RecordBatchFileReader]:
-    if not path.is_file():
-        raise TokenDataError(f"token shard {path} does not exist")
-    mm = pa.memory_map(str(path), "r")
-    try:
-        return mm, ipc.open_file(mm)
-    except (pa.ArrowInvalid, OSError) as exc:
-        mm.close()
-        raise TokenDataError(f"token shard {path} is not a readable Arrow IPC file: {exc}") from exc
+class _MappedShard:
+    """One shard mapped read-only; record-batch views are zero-copy numpy arrays into the mapping.
+
+    ``pa.memory_map`` cannot release pages without unmapping, which invalidates every view, so
+    the shard is mapped with :mod:`mmap` and handed to ``ipc.open_file`` as a buffer (still zero
+    copy); :meth:`release` then drops the touched pages from RSS with ``madvise(MADV_DONTNEED)``
+    and the views stay valid (the next access maps the page again from the page cache).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise TokenDataError(f"token shard {path} does not exist")
+        try:
+            with open(path, "rb") as fh:
+                self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError) as exc:  # an empty file cannot be mapped
+            raise TokenDataError(f"token shard {path} cannot be memory-mapped: {exc}") from exc
+        try:
+            self.reader = ipc.open_file(pa.py_buffer(self.mm))
+        except (pa.ArrowInvalid, OSError) as exc:
+            self.close()
+            raise TokenDataError(f"token shard {path} is not a readable Arrow IPC file: {exc}") from exc
+        self.views: dict[int, np.ndarray] = {}
+
+    def view(self, batch: int, window: int) -> np.ndarray:
+        v = self.views.get(batch)
+        if v is None:
+            v = self.views[batch] = _batch_view(self.reader.get_batch(batch), window, self.path)
+        return v
+
+    def release(self) -> bool:
+        """Drop the mapping's resident pages; False where madvise is unavailable."""
+        if not hasattr(self.mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return False
+        self.mm.madvise(mmap.MADV_DONTNEED)
+        return True
+
+    def close(self) -> None:
+        self.views, self.reader = {}, None
+        with contextlib.suppress(BufferError):  # a view is still held; unmapped when it is collected
+            self.mm.close()
 
 
 def _batch_view(batch: pa.RecordBatch, window: int, path: Path) -> np.ndarray:
@@ -107,7 +146,8 @@ def _batch_view(batch: pa.RecordBatch, window: int, path: Path) -> np.ndarray:
 
 def _batch_rows(path: Path, expected: pa.Schema) -> list[int]:
     """Row count of every record batch of the shard, after checking its schema."""
-    mm, reader = _open_shard(path)
+    shard = _MappedShard(path)
+    reader = shard.reader
     try:
         field = reader.schema.field(0) if reader.schema.names == ["tokens"] else None
         if field is None or not field.type.equals(expected.field(0).type):
@@ -119,7 +159,8 @@ def _batch_rows(path: Path, expected: pa.Schema) -> list[int]:
     except (pa.ArrowInvalid, OSError) as exc:
         raise TokenDataError(f"token shard {path} is corrupt: {exc}") from exc
     finally:
-        mm.close()
+        del reader
+        shard.close()
 
 
 class TokenDataset(IterableDataset):
@@ -167,6 +208,7 @@ class TokenDataset(IterableDataset):
         self.shuffle = (split == "train") if shuffle is None else shuffle
         self.epochs = (None if self.shuffle else 1) if epochs is None else epochs
         self.remap_bytes = remap_bytes
+        self._row_cost = max(self.window * np.dtype(self.np_dtype).itemsize, FAULT_AROUND_BYTES)
 
         self.shard_paths: list[Path] = []
         starts, self._chunk_loc = [0], []
@@ -186,7 +228,7 @@ class TokenDataset(IterableDataset):
             self.shard_paths.append(shard_path)
             if verify:
                 self._verify_shard(shard_path, shard.get("sha256"))
-        self._chunk_starts = np.asarray(starts, dtype=np.int64)
+        self._starts = starts
         self.num_sequences = int(starts[-1])
         declared = splits[split].get("sequences")
         if declared is not None and int(declared) != self.num_sequences:
@@ -253,8 +295,14 @@ class TokenDataset(IterableDataset):
         a = self._start + worker
         while end is None or a < end:
             epoch, m = divmod(a, self.local_units)
-            rows = self._gather(self._unit_indices(epoch, m))
-            yield torch.from_numpy(rows if self.batch_size else rows[0])
+            indices = self._unit_indices(epoch, m)
+            if self.batch_size:
+                yield torch.from_numpy(self._gather(indices))
+            else:
+                row = self._row(int(indices[0])).astype(np.int64)
+                if self.remap_bytes and self._touched >= self.remap_bytes:
+                    self._release_pages()
+                yield torch.from_numpy(row)
             a += workers
 
     def _unit_indices(self, epoch: int, m: int) -> np.ndarray:
@@ -271,35 +319,38 @@ class TokenDataset(IterableDataset):
         """Windows at global ``indices`` of the split, as an int64 array (n, seq_len + 1)."""
         return self._gather(np.asarray(indices, dtype=np.int64))
 
+    def _row(self, i: int) -> np.ndarray:
+        """Zero-copy view of global row ``i``."""
+        c = bisect.bisect_right(self._starts, i) - 1
+        shard, batch = self._chunk_loc[c]
+        mapped = self._shards.get(shard)
+        if mapped is None:
+            mapped = self._shards[shard] = _MappedShard(self.shard_paths[shard])
+        self._touched += self._row_cost
+        return mapped.view(batch, self.window)[i - self._starts[c]]
+
     def _gather(self, idx: np.ndarray) -> np.ndarray:
         out = np.empty((len(idx), self.window), dtype=np.int64)
-        chunks = np.searchsorted(self._chunk_starts, idx, side="right") - 1
-        local = idx - self._chunk_starts[chunks]
-        for i, (c, j) in enumerate(zip(chunks.tolist(), local.tolist(), strict=True)):
-            view = self._views.get(c)
-            if view is None:
-                view = self._map_chunk(c)
-            out[i] = view[j]
-        self._bytes_since_map += len(idx) * self.window * self.np_dtype().itemsize
-        if self.remap_bytes and self._bytes_since_map >= self.remap_bytes:
-            self._reset_cache(keep_perm=True)
+        for k, i in enumerate(idx.tolist()):
+            out[k] = self._row(i)
+        if self.remap_bytes and self._touched >= self.remap_bytes:
+            self._release_pages()
         return out
 
-    def _map_chunk(self, c: int) -> np.ndarray:
-        shard, batch = self._chunk_loc[c]
-        if shard not in self._readers:
-            self._readers[shard] = _open_shard(self.shard_paths[shard])
-        view = _batch_view(self._readers[shard][1].get_batch(batch), self.window, self.shard_paths[shard])
-        self._views[c] = view
-        return view
+    def _release_pages(self) -> None:
+        for shard in list(self._shards.values()):
+            if not shard.release():
+                shard.close()
+                self._shards.clear()
+                break
+        self._touched = 0
 
     def _reset_cache(self, keep_perm: bool = False) -> None:
-        """Drop every view and mapping (releases the mapped pages from RSS)."""
-        self._views: dict[int, np.ndarray] = {}
-        for mm, _ in getattr(self, "_readers", {}).values():
-            mm.close()
-        self._readers: dict[int, tuple[pa.MemoryMappedFile, ipc.RecordBatchFileReader]] = {}
-        self._bytes_since_map = 0
+        """Unmap every shard."""
+        for shard in getattr(self, "_shards", {}).values():
+            shard.close()
+        self._shards: dict[int, _MappedShard] = {}
+        self._touched = 0
         if not keep_perm:
             self._perm, self._perm_epoch = None, None
 
@@ -308,7 +359,7 @@ class TokenDataset(IterableDataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_views={}, _readers={}, _perm=None, _perm_epoch=None, _bytes_since_map=0)
+        state.update(_shards={}, _perm=None, _perm_epoch=None, _touched=0)
         return state
 
     def _verify_shard(self, path: Path, sha256: str | None) -> None:
@@ -316,17 +367,18 @@ class TokenDataset(IterableDataset):
             raise TokenDataError(
                 f"token shard {path}: sha256 does not match manifest.json (corrupt or replaced)"
             )
-        mm, reader = _open_shard(path)
+        shard = _MappedShard(path)
         try:
-            for b in range(reader.num_record_batches):
-                view = _batch_view(reader.get_batch(b), self.window, path)
+            for b in range(shard.reader.num_record_batches):
+                view = shard.view(b, self.window)
                 if view.size and int(view.max()) >= self.vocab_size:
                     raise TokenDataError(
                         f"token shard {path}: token id {int(view.max())} >= vocab_size {self.vocab_size}"
                     )
                 del view
+                shard.views.clear()
         finally:
-            mm.close()
+            shard.close()
 
 
 class TokenLoader:

@@ -76,7 +76,9 @@ def plan_balance(char_totals: Mapping[str, int | float], max_fraction: float) ->
     return BalancePlan(probs, expected, cap, feasible)
 
 
-def source_keep_probabilities(char_totals: Mapping[str, int | float], max_fraction: float) -> dict[str, float]:
+def source_keep_probabilities(
+    char_totals: Mapping[str, int | float], max_fraction: float
+) -> dict[str, float]:
     """Source -> keep probability (see ``plan_balance``)."""
     return plan_balance(char_totals, max_fraction).probabilities
 

@@ -46,7 +46,7 @@ _OBJECT_CONTEXT = frozenset(
     yesterday today tonight tomorrow now then again already too also there here not never always once
     twice soon later often
     is was are were be been am has have had will would can could should may might must do does did
-    """.split()
+    """.split()  # noqa: SIM905 (a word list reads better as text)
 )
 _SPECIAL = frozenset({"her", "his", "him", "hers"})
 _PRONOUNS = frozenset({"he", "she", "himself", "herself"})

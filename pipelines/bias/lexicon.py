@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 from typing import Any, NamedTuple
 
@@ -37,7 +37,9 @@ _CJK_CHARS = (
 )
 # A letter or digit of a non-CJK script: what a whole-word match may not touch.
 _WORD_CHAR = f"[^\\W{_CJK_CHARS}]"
+_WORD_CHAR_RE = re.compile(_WORD_CHAR)
 _CJK_CHAR_RE = re.compile(f"[{_CJK_CHARS}]")
+_CJK_RUN_RE = re.compile(f"[{_CJK_CHARS}]+")
 # CJK characters plus CJK / full-width punctuation, replaced by spaces before counting words.
 _CJK_OR_PUNCT_RE = re.compile(f"[{_CJK_CHARS}\u3000-\u303f\uff00-\uffef]+")
 
@@ -61,7 +63,9 @@ def normalize_lang(lang: str | None) -> str:
 
 def count_units(text: str) -> int:
     """Words plus CJK characters: each CJK character is one unit, other text counts whitespace words."""
-    n_cjk = len(_CJK_CHAR_RE.findall(text))
+    if text.isascii():
+        return len(text.split())
+    n_cjk = sum(map(len, _CJK_RUN_RE.findall(text)))
     if n_cjk:
         text = _CJK_OR_PUNCT_RE.sub(" ", text)
     return n_cjk + len(text.split())
@@ -80,7 +84,7 @@ def _resource_text(*parts: str) -> str:
     return files("pipelines").joinpath("data", "lexicons", *parts).read_text(encoding="utf-8")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _yaml(name: str) -> dict[str, Any]:
     data = yaml.safe_load(_resource_text(name))
     if not isinstance(data, dict):
@@ -106,7 +110,7 @@ def _dedupe(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-@lru_cache(maxsize=None)
+@cache
 def ldnoobw_terms(lang: str) -> tuple[str, ...]:
     """The unmodified LDNOOBW list of ``lang`` (lower-cased, de-duplicated, file order); () if none."""
     lang = normalize_lang(lang)
@@ -116,7 +120,7 @@ def ldnoobw_terms(lang: str) -> tuple[str, ...]:
     return _dedupe(line.strip().lower() for line in lines if line.strip())
 
 
-@lru_cache(maxsize=None)
+@cache
 def category_weights() -> dict[str, float]:
     """Category name -> weight, from categories.yaml."""
     weights = _yaml("categories.yaml").get("weights") or {}
@@ -131,7 +135,7 @@ def category_weights() -> dict[str, float]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def term_categories(lang: str) -> dict[str, tuple[str, float]]:
     """Every LDNOOBW entry of ``lang`` -> (category, weight); disabled entries have weight 0."""
     lang = normalize_lang(lang)
@@ -149,24 +153,26 @@ def term_categories(lang: str) -> dict[str, tuple[str, float]]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def allowlist(kind: str, lang: str) -> tuple[str, ...]:
     """Allowlisted spans for ``kind`` ('flagged' or 'identity') and ``lang``."""
     section = _yaml("allowlist.yaml").get(kind) or {}
     return _dedupe(_strings(section.get(normalize_lang(lang)), f"allowlist.yaml: {kind}.{lang}"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def identity_terms(lang: str) -> dict[str, tuple[str, ...]]:
     """Axis -> identity terms of ``lang`` (as listed, without plural forms)."""
     section = _yaml("identity_terms.yaml").get(normalize_lang(lang)) or {}
     unknown = sorted(set(section) - set(AXES))
     if unknown:
         raise LexiconError(f"identity_terms.yaml: {lang}: unknown axes {unknown}; use {AXES}")
-    return {axis: _dedupe(_strings(section.get(axis), f"identity_terms.yaml: {lang}.{axis}")) for axis in AXES}
+    return {
+        axis: _dedupe(_strings(section.get(axis), f"identity_terms.yaml: {lang}.{axis}")) for axis in AXES
+    }
 
 
-@lru_cache(maxsize=None)
+@cache
 def gendered_terms(lang: str) -> dict[str, tuple[str, ...]]:
     """'pronoun.<class>' and 'noun.<class>' -> terms of ``lang`` (as listed)."""
     section = _yaml("gendered.yaml").get(normalize_lang(lang)) or {}
@@ -179,13 +185,13 @@ def gendered_terms(lang: str) -> dict[str, tuple[str, ...]]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def cda_pairs() -> tuple[dict[str, str], dict[str, str]]:
     """English gender-swap maps (male -> female, female -> male) from cda_pairs_en.tsv."""
     m2f: dict[str, str] = {}
     f2m: dict[str, str] = {}
     for n, line in enumerate(_resource_text("cda_pairs_en.tsv").splitlines(), start=1):
-        if not line.strip() or line.startswith("#") or line.startswith("male\t"):
+        if not line.strip() or line.startswith("#") or line.strip() == "male\tfemale\tdirection":
             continue
         cols = [c.strip() for c in line.split("\t")]
         direction = cols[2] if len(cols) == 3 else "both"
@@ -222,39 +228,87 @@ def english_plurals(term: str) -> list[str]:
 # matchers
 
 
-def _trie_pattern(words: Iterable[str]) -> str:
-    """One regex alternation over ``words``, shaped as a trie so that it tries the longest entry first."""
+def _trie_tree(words: Iterable[str]) -> dict[str, Any]:
     trie: dict[str, Any] = {}
     for word in words:
         node = trie
         for ch in word:
             node = node.setdefault(ch, {})
         node[""] = {}
+    return trie
 
-    def build(node: dict[str, Any]) -> str:
-        alts = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
-        if not alts:
-            return ""
-        if "" in node:  # a word ends here: the longer continuations are optional (greedy, so tried first)
-            return "(?:" + "|".join(alts) + ")?"
-        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
 
-    return build(trie)
+def _trie_body(node: dict[str, Any]) -> str:
+    alts = [re.escape(ch) + _trie_body(child) for ch, child in sorted(node.items()) if ch]
+    if not alts:
+        return ""
+    if "" in node:  # a word ends here: the longer continuations are optional (greedy, so tried first)
+        return "(?:" + "|".join(alts) + ")?"
+    return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """One regex alternation over ``words``, shaped as a trie so that it tries the longest entry first."""
+    return _trie_body(_trie_tree(words))
+
+
+def _bounded_pattern(words: Iterable[str], cjk_text: bool) -> str:
+    """Whole-word alternation. For CJK text the boundary check follows the first character, so the
+    pattern starts with a literal and the regex engine can skip ahead to candidate characters; for other
+    text checking the boundary first is cheaper (most positions are inside words)."""
+    if not cjk_text:
+        return f"(?<!{_WORD_CHAR})(?:{_trie_pattern(words)})(?!{_WORD_CHAR})"
+    trie = _trie_tree(words)
+    heads = [re.escape(ch) + f"(?<!{_WORD_CHAR}.)" + _trie_body(child) for ch, child in sorted(trie.items())]
+    return "(?:" + "|".join(heads) + f")(?!{_WORD_CHAR})"
+
+
+def _compile(bounded: Iterable[str], substring: Iterable[str], cjk_text: bool) -> list[re.Pattern[str]]:
+    bounded, substring = list(bounded), list(substring)
+    patterns = []
+    if bounded:
+        patterns.append(re.compile(_bounded_pattern(bounded, cjk_text)))
+    if substring:
+        patterns.append(re.compile(_trie_pattern(substring)))
+    return patterns
+
+
+def _finditer(patterns: list[re.Pattern[str]], lowered: str) -> Iterable[tuple[int, int, str]]:
+    """Matches of one or two patterns; with two, their matches are merged without overlaps."""
+    if len(patterns) == 1:
+        return ((m.start(), m.end(), m.group()) for m in patterns[0].finditer(lowered))
+    found = sorted(
+        ((m.start(), m.end(), m.group()) for p in patterns for m in p.finditer(lowered)),
+        key=lambda x: (x[0], -x[1]),
+    )
+    out, last_end = [], -1
+    for hit in found:
+        if hit[0] >= last_end:
+            out.append(hit)
+            last_end = hit[1]
+    return out
+
+
+def _bounded_at(text: str, start: int, end: int) -> bool:
+    """True if text[start:end] touches no letter or digit of a non-CJK script."""
+    before = start > 0 and _WORD_CHAR_RE.match(text, start - 1) is not None
+    return not before and _WORD_CHAR_RE.match(text, end) is None
 
 
 class TermMatcher:
-    """Finds entries in lower-cased text; ``info[term]`` is the value given for each entry."""
+    """Finds the entries of one list in lower-cased text; ``info[term]`` is the value of each entry."""
 
     def __init__(
-        self, bounded: Mapping[str, Any], substring: Mapping[str, Any], allowed: Iterable[str] = ()
+        self,
+        bounded: Mapping[str, Any],
+        substring: Mapping[str, Any],
+        allowed: Iterable[str] = (),
+        cjk_text: bool = False,
     ) -> None:
         self.info: dict[str, Any] = {**substring, **bounded}
-        parts = []
-        if bounded:
-            parts.append(f"(?<!{_WORD_CHAR})(?:{_trie_pattern(bounded)})(?!{_WORD_CHAR})")
-        if substring:
-            parts.append(_trie_pattern(substring))
-        self.pattern = re.compile("|".join(parts)) if parts else None
+        self.bounded = frozenset(bounded)
+        self.substring = frozenset(substring)
+        self.patterns = _compile(bounded, substring, cjk_text)
         # For each entry, the allowlisted spans containing it and the entry's offsets inside them.
         allowed = [a for a in dict.fromkeys(allowed) if a]
         self._allowed: dict[str, tuple[tuple[str, int], ...]] = {}
@@ -263,7 +317,8 @@ class TermMatcher:
             for span in allowed:
                 at = span.find(term)
                 while at >= 0:
-                    spans.append((span, at))
+                    if term not in self.bounded or _bounded_at(span, at, at + len(term)):
+                        spans.append((span, at))
                     at = span.find(term, at + 1)
             if spans:
                 self._allowed[term] = tuple(spans)
@@ -276,18 +331,61 @@ class TermMatcher:
                 return True
         return False
 
-    def find(self, lowered: str) -> list[Match]:
-        """Non-overlapping, longest-first matches in ``lowered`` (already lower-cased), allowlist applied."""
-        if self.pattern is None:
-            return []
-        out = []
-        allowed = self._allowed
-        for m in self.pattern.finditer(lowered):
-            term = m.group()
-            if term in allowed and self.is_allowed(lowered, m.start(), term):
-                continue
-            out.append(Match(m.start(), m.end(), term))
-        return out
+    def find(self, lowered: str, *, allowlist: bool = True) -> list[Match]:
+        """Non-overlapping, longest-first matches in ``lowered`` (already lower-cased)."""
+        allowed = self._allowed if allowlist else {}
+        return [
+            Match(start, end, term)
+            for start, end, term in _finditer(self.patterns, lowered)
+            if not (term in allowed and self.is_allowed(lowered, start, term))
+        ]
+
+
+class Scan(NamedTuple):
+    """Flagged and identity matches of one document, from ``DocumentMatcher.scan``."""
+
+    lowered: str
+    flagged: list[Match]
+    identity: list[Match]
+
+
+class DocumentMatcher:
+    """Flagged terms and identity terms found in one regex pass.
+
+    The pass runs over the union of both lists (longest entry first, no overlaps); each union entry
+    knows which flagged and which identity entries it contains (itself included: "gay sex" holds the
+    flagged "gay sex" and the identity "gay"), and those are reported, each checked against its own
+    allowlist. So a flagged term that contains an identity term counts for both; where a flagged and an
+    identity term overlap without one containing the other, the longer (then the earlier) wins.
+    """
+
+    def __init__(self, flagged: TermMatcher, identity: TermMatcher, cjk_text: bool) -> None:
+        self.flagged = flagged
+        self.identity = identity
+        terms = set(flagged.info) | set(identity.info)
+        bounded = [t for t in terms if t in flagged.bounded or t in identity.bounded]
+        substring = [t for t in terms if t not in flagged.bounded and t not in identity.bounded]
+        self.patterns = _compile(bounded, substring, cjk_text)
+        # union entry -> ((is_flagged, offset, entry), ...) of list entries inside it
+        self._parts: dict[str, tuple[tuple[bool, int, str], ...]] = {}
+        for term in terms:
+            parts = [(True, m.start, m.term) for m in flagged.find(term, allowlist=False)]
+            parts += [(False, m.start, m.term) for m in identity.find(term, allowlist=False)]
+            self._parts[term] = tuple(parts)
+
+    def scan(self, lowered: str) -> Scan:
+        flagged: list[Match] = []
+        identity: list[Match] = []
+        f_allowed, i_allowed = self.flagged._allowed, self.identity._allowed
+        for start, _, term in _finditer(self.patterns, lowered):
+            for is_flagged, offset, sub in self._parts[term]:
+                at = start + offset
+                if is_flagged:
+                    if not (sub in f_allowed and self.flagged.is_allowed(lowered, at, sub)):
+                        flagged.append(Match(at, at + len(sub), sub))
+                elif not (sub in i_allowed and self.identity.is_allowed(lowered, at, sub)):
+                    identity.append(Match(at, at + len(sub), sub))
+        return Scan(lowered, flagged, identity)
 
 
 def matcher_langs(lang: str | None) -> tuple[str, ...]:
@@ -296,36 +394,25 @@ def matcher_langs(lang: str | None) -> tuple[str, ...]:
     return ("en",) if lang in ("", "en") else (lang, "en")
 
 
-def _is_ascii(term: str) -> bool:
-    return term.isascii()
+def _is_bounded(lang: str, term: str) -> bool:
+    return lang not in SUBSTRING_LANGS or term.isascii()
 
 
-def _split_by_matching(lang: str, entries: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    if lang not in SUBSTRING_LANGS:
-        return dict(entries), {}
-    bounded = {t: v for t, v in entries.items() if _is_ascii(t)}
-    substring = {t: v for t, v in entries.items() if not _is_ascii(t)}
-    return bounded, substring
-
-
-@lru_cache(maxsize=None)
+@cache
 def flagged_matcher(lang: str | None) -> TermMatcher:
     """Matcher of enabled LDNOOBW entries for ``lang`` (plus English); info = (category, weight)."""
     bounded: dict[str, Any] = {}
     substring: dict[str, Any] = {}
     allowed: list[str] = []
     for code in matcher_langs(lang):
-        enabled = {t: cw for t, cw in term_categories(code).items() if cw[1] > 0}
-        b, s = _split_by_matching(code, enabled)
-        for t, v in b.items():
-            bounded.setdefault(t, v)
-        for t, v in s.items():
-            substring.setdefault(t, v)
+        for term, cw in term_categories(code).items():
+            if cw[1] > 0:
+                (bounded if _is_bounded(code, term) else substring).setdefault(term, cw)
         allowed.extend(allowlist("flagged", code))
-    return TermMatcher(bounded, substring, allowed)
+    return TermMatcher(bounded, substring, allowed, cjk_text=normalize_lang(lang) in SUBSTRING_LANGS)
 
 
-@lru_cache(maxsize=None)
+@cache
 def identity_matcher(lang: str | None) -> TermMatcher:
     """Matcher of identity terms, gendered pronouns and nouns; info = tuple of labels.
 
@@ -338,9 +425,9 @@ def identity_matcher(lang: str | None) -> TermMatcher:
 
     def add(code: str, term: str, label: str) -> None:
         forms = [term]
-        if code not in SUBSTRING_LANGS and not label.startswith("pronoun."):
-            forms += english_plurals(term) if code == "en" else []
-        target = bounded if code not in SUBSTRING_LANGS or _is_ascii(term) else substring
+        if code == "en" and not label.startswith("pronoun."):
+            forms += english_plurals(term)
+        target = bounded if _is_bounded(code, term) else substring
         for form in forms:
             labels = target.get(form, ())
             if label not in labels:
@@ -356,4 +443,12 @@ def identity_matcher(lang: str | None) -> TermMatcher:
             for term in terms:
                 add(code, term, key)
         allowed.extend(allowlist("identity", code))
-    return TermMatcher(bounded, substring, allowed)
+    return TermMatcher(bounded, substring, allowed, cjk_text=normalize_lang(lang) in SUBSTRING_LANGS)
+
+
+@cache
+def document_matcher(lang: str | None) -> DocumentMatcher:
+    """One-pass matcher of flagged and identity terms for documents in ``lang``."""
+    return DocumentMatcher(
+        flagged_matcher(lang), identity_matcher(lang), cjk_text=normalize_lang(lang) in SUBSTRING_LANGS
+    )

@@ -24,7 +24,14 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines.bias.lexicon import AXES, NOUN_CLASSES, PRONOUN_CLASSES, count_units, identity_matcher
+from pipelines.bias.lexicon import (
+    AXES,
+    NOUN_CLASSES,
+    PRONOUN_CLASSES,
+    Match,
+    document_matcher,
+    identity_matcher,
+)
 from pipelines.bias.toxicity import ToxicityResult, line_starts, score_document
 
 _LABELS = (
@@ -34,15 +41,16 @@ _LABELS = (
 )
 
 
+def _axes_of(hits: Iterable[Match], info: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
+    return frozenset(label[5:] for hit in hits for label in info[hit.term] if label.startswith("axis."))
+
+
 def mentioned_axes(text: str, lang: str | None) -> frozenset[str]:
-    """Identity axes that ``text`` mentions (at least one identity term of the axis)."""
-    matcher = identity_matcher(lang)
-    axes = set()
-    for hit in matcher.find(text.lower()):
-        for label in matcher.info[hit.term]:
-            if label.startswith("axis."):
-                axes.add(label[5:])
-    return frozenset(axes)
+    """Identity axes that ``text`` mentions (at least one identity term of the axis).
+
+    Uses the same scan as ``analyze``, so it agrees with the ``docs.axis.*`` counts.
+    """
+    return _axes_of(document_matcher(lang).scan(text.lower()).identity, identity_matcher(lang).info)
 
 
 def empty_counts() -> dict[str, int]:
@@ -53,16 +61,16 @@ def empty_counts() -> dict[str, int]:
     return dict.fromkeys(keys, 0)
 
 
-def count_representation(
-    text: str, lang: str | None, *, toxicity: ToxicityResult | None = None, per_term: bool = False
-) -> dict[str, int]:
-    """Representation counts of one document (keys in the module docstring).
+def count_representation(text: str, lang: str | None, *, per_term: bool = False) -> dict[str, int]:
+    """Representation counts of one document (keys in the module docstring); see also ``analyze``."""
+    return analyze(text, lang, per_term=per_term)[1]
 
-    ``toxicity`` may pass the document's ``score_document`` result to avoid scoring it twice.
-    """
-    lowered = text.lower()
-    matcher = identity_matcher(lang)
-    tox = toxicity if toxicity is not None else score_document(text, lang)
+
+def analyze(text: str, lang: str | None, *, per_term: bool = False) -> tuple[ToxicityResult, dict[str, int]]:
+    """Toxicity score and representation counts of one document from a single scan of its text."""
+    scan = document_matcher(lang).scan(text.lower())
+    tox = score_document(text, lang, scan=scan)
+    info = identity_matcher(lang).info
     flagged = tox.flagged_line_indices
     counts = empty_counts()
     counts["docs"] = 1
@@ -71,8 +79,8 @@ def count_representation(
     counts["lines.flagged"] = len(flagged)
     axis_lines: dict[str, set[int]] = {}
     starts: list[int] | None = None
-    for hit in matcher.find(lowered):
-        for label in matcher.info[hit.term]:
+    for hit in scan.identity:
+        for label in info[hit.term]:
             counts[label] += 1
             counts[f"docs.{label}"] = 1
             if per_term:
@@ -80,12 +88,12 @@ def count_representation(
                 counts[key] = counts.get(key, 0) + 1
             if label.startswith("axis."):
                 if starts is None:
-                    starts = line_starts(lowered)
+                    starts = line_starts(scan.lowered)
                 axis_lines.setdefault(label[5:], set()).add(bisect_right(starts, hit.start) - 1)
     for axis, lines in axis_lines.items():
         counts[f"lines.axis.{axis}"] = len(lines)
         counts[f"lines.axis.{axis}.flagged"] = len(lines & flagged)
-    return counts
+    return tox, counts
 
 
 def merge_counts(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from pipelines.bias.lexicon import Match, count_units, flagged_matcher
+from pipelines.bias.lexicon import Match, Scan, count_units, flagged_matcher
 from pipelines.config import BiasConfig
 
 REASON_DOCUMENT = "toxicity:document"
@@ -88,7 +88,9 @@ def _score_hits(text: str, lowered: str, hits: list[Match], info: dict) -> Toxic
             categories[category] += weight
         terms.update(found)
         line_units = count_units(lines[index])
-        line_scores.append(LineScore(index, line_units, weighted, _per_1000(weighted, line_units), tuple(found)))
+        line_scores.append(
+            LineScore(index, line_units, weighted, _per_1000(weighted, line_units), tuple(found))
+        )
     total = sum(ls.weighted for ls in line_scores)
     return ToxicityResult(
         units=units,
@@ -101,11 +103,16 @@ def _score_hits(text: str, lowered: str, hits: list[Match], info: dict) -> Toxic
     )
 
 
-def score_document(text: str, lang: str | None) -> ToxicityResult:
-    """Flagged terms of ``text`` (LDNOOBW list of ``lang`` plus English), overall and per line."""
-    lowered = text.lower()
+def score_document(text: str, lang: str | None, *, scan: Scan | None = None) -> ToxicityResult:
+    """Flagged terms of ``text`` (LDNOOBW list of ``lang`` plus English), overall and per line.
+
+    ``scan`` may pass ``document_matcher(lang).scan(text.lower())`` to reuse a one-pass scan.
+    """
     matcher = flagged_matcher(lang)
-    return _score_hits(text, lowered, matcher.find(lowered), matcher.info)
+    if scan is None:
+        lowered = text.lower()
+        return _score_hits(text, lowered, matcher.find(lowered), matcher.info)
+    return _score_hits(text, scan.lowered, scan.flagged, matcher.info)
 
 
 def _terms_detail(result: ToxicityResult) -> str:

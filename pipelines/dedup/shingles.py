@@ -28,8 +28,7 @@ _CJK_RANGES = (
 )
 _CJK_CHAR = re.compile(f"[{_CJK_RANGES}]")
 _PUNCT_OR_SYMBOL = re.compile(r"[^\w\s]|_")
-_SPACES = re.compile(r"\s+")
-_TOKEN = re.compile(rf"[{_CJK_RANGES}]+|[^\s{_CJK_RANGES}]+")
+_TOKEN = re.compile(rf"([{_CJK_RANGES}]+)|([^\s{_CJK_RANGES}]+)")
 
 EMBED_MAX_TOKENS = 3
 """At most this many non-CJK tokens between two CJK runs are absorbed into the run."""
@@ -40,22 +39,26 @@ def is_cjk_char(ch: str) -> bool:
     return bool(_CJK_CHAR.match(ch))
 
 
+def _unpunctuated(text: str) -> str:
+    return _PUNCT_OR_SYMBOL.sub(" ", unicodedata.normalize("NFKC", text).casefold())
+
+
 def normalize_for_shingles(text: str) -> str:
     """NFKC, casefold, punctuation/symbols to spaces, whitespace collapsed, stripped."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = _PUNCT_OR_SYMBOL.sub(" ", text)
-    return _SPACES.sub(" ", text).strip()
+    return " ".join(_unpunctuated(text).split())
 
 
 def segments(text: str) -> tuple[list[str], list[str]]:
     """(words, cjk_runs) of the normalised ``text``; see the module docstring for the rules."""
-    tokens = _TOKEN.findall(normalize_for_shingles(text))
+    norm = _unpunctuated(text)
+    if not _CJK_CHAR.search(norm):
+        return norm.split(), []
     words: list[str] = []
     runs: list[str] = []
     run: list[str] = []  # pieces of the CJK run being built
     pending: list[str] = []  # non-CJK tokens seen since the last CJK token of ``run``
-    for tok in tokens:
-        if _CJK_CHAR.match(tok):
+    for cjk, other in _TOKEN.findall(norm):
+        if cjk:
             if run and len(pending) <= EMBED_MAX_TOKENS:
                 run.extend(pending)
             else:
@@ -64,15 +67,27 @@ def segments(text: str) -> tuple[list[str], list[str]]:
                     run = []
                 words.extend(pending)
             pending = []
-            run.append(tok)
+            run.append(cjk)
         elif run:
-            pending.append(tok)
+            pending.append(other)
         else:
-            words.append(tok)
+            words.append(other)
     if run:
         runs.append("".join(run))
     words.extend(pending)
     return words, runs
+
+
+def _word_ngrams(words: list[str], n: int) -> set[str]:
+    """``n``-grams of ``words`` joined by one space, sliced out of the joined text."""
+    if len(words) < n:
+        return {" ".join(words)} if words else set()
+    joined = " ".join(words)
+    starts = [0]
+    for w in words[:-1]:
+        starts.append(starts[-1] + len(w) + 1)
+    ends = [st + len(w) for st, w in zip(starts, words, strict=True)]
+    return {joined[a:b] for a, b in zip(starts, ends[n - 1 :])}
 
 
 def shingles(text: str, ngram: int = 5, cjk_ngram: int = 5) -> set[str]:
@@ -80,14 +95,10 @@ def shingles(text: str, ngram: int = 5, cjk_ngram: int = 5) -> set[str]:
     if ngram < 1 or cjk_ngram < 1:
         raise ValueError(f"n-gram sizes must be >= 1, got ngram={ngram}, cjk_ngram={cjk_ngram}")
     words, runs = segments(text)
-    out: set[str] = set()
-    if len(words) >= ngram:
-        out.update(" ".join(words[i : i + ngram]) for i in range(len(words) - ngram + 1))
-    elif words:
-        out.add(" ".join(words))
+    out = _word_ngrams(words, ngram)
     for run in runs:
         if len(run) >= cjk_ngram:
-            out.update(run[i : i + cjk_ngram] for i in range(len(run) - cjk_ngram + 1))
+            out.update([run[i : i + cjk_ngram] for i in range(len(run) - cjk_ngram + 1)])
         else:
             out.add(run)
     return out

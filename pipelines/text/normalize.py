@@ -12,9 +12,10 @@
    NEL, LS/PS (U+2028/U+2029), ``\\v`` and ``\\f`` become ``\\n``;
 3. Unicode normal form ``cfg.unicode_form`` (NFC by default; '' keeps the text as is);
 4. removal of invisible characters (``cfg.strip_control``): C0/C1 controls and DEL except tab and
-   newline, ANSI terminal escapes, lone surrogates, the soft hyphen, zero-width space, word joiner,
-   BOM/ZWNBSP anywhere, bidi embeddings/overrides/isolates (U+202A-U+202E, U+2066-U+2069, a known
-   spoofing vector), deprecated format characters (U+206A-U+206F) and interlinear annotation marks.
+   newline, ANSI terminal escapes, lone surrogates (ftfy, when on, has already turned them into U+FFFD),
+   the soft hyphen, zero-width space, word joiner, BOM/ZWNBSP anywhere, bidi embeddings, overrides
+   and isolates (U+202A-U+202E, U+2066-U+2069, a known spoofing vector), deprecated format
+   characters (U+206A-U+206F) and interlinear annotation marks.
    Kept on purpose: ZWJ/ZWNJ between two visible characters (emoji sequences, Indic and Persian
    shaping; a ZWJ/ZWNJ next to whitespace or at either end is dropped), LRM/RLM/ALM (ordinary in
    right-to-left typesetting), variation selectors and tag characters (emoji and CJK variants, flag
@@ -23,7 +24,8 @@
    one ASCII space. Tabs are kept (indentation, tables). The ideographic space U+3000 is kept as is,
    never collapsed: two of them are the paragraph indent of Chinese prose and they separate verse
    halves. Trailing whitespace (U+3000 included) is removed from every line, runs of blank lines are
-   cut to ``cfg.max_blank_lines`` and the document is stripped.
+   cut to ``cfg.max_blank_lines`` and the document is stripped (which also drops the indent of the
+   first line).
 
 ``normalize_for_hash`` is the dedup key: NFKC, optional casefold, optional removal of every
 punctuation and symbol character (Unicode categories P* and S*, which covers CJK and full-width

@@ -17,11 +17,13 @@ Rules (ASCII digits only; lookarounds are ASCII so that Chinese text around a ma
   ``::``-compressed forms, optional trailing dotted IPv4); ``12:30:45`` and MAC addresses fail that
   check. With ``cfg.ip_public_only`` (default) only globally routable addresses are redacted: loopback,
   private, link-local and documentation ranges (127.0.0.1, 192.168.x.x, 2001:db8::) are kept.
-* payment card: 13-19 digits, optionally grouped by single spaces or single dashes, not touching other
+* payment card: 13-19 digits, solid or in the printed groupings 4-4-4-4(-3), 4-4-4-1..4 and
+  4-6-5/4-6-4 split by single spaces or single dashes (one kind per number), not touching other
   digits; valid Luhn checksum and a plausible issuer prefix with a length that issuer uses (Visa 4,
   Mastercard 51-55/2221-2720, Amex 34/37, Diners 30/36/38/39, JCB 3528-3589, Discover/UnionPay/Maestro
   6, Maestro 50/56-58, Mir 2200-2204). ISBN-13s start with 978/979 and so never qualify.
-* phone, three shapes, none touching other digits:
+* phone, three shapes, none touching other digits (grouped shapes may follow or precede a space and
+  another number; the international shape may not, since its own groups are space-separated):
   international ``+CC ...`` (``+`` then 8-15 digits in groups split by single spaces, dots or dashes,
   optionally one parenthesised group, e.g. ``+44 (0)20 7946 0958``);
   North American ``(555) 123-4567``, ``555-123-4567``, ``555.123.4567`` (area code 2-9xx; the two
@@ -51,7 +53,8 @@ _ORDER = ("email", "ip", "credit_card", "phone")
 
 # E-mail: found from each '@' (str.find), local part matched backwards in a window, domain forwards.
 _LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
-_LOCAL_RE = re.compile(r"[A-Za-z0-9_%+\-](?:[A-Za-z0-9._%+\-]{0,62}[A-Za-z0-9_%+\-])?")
+_LOCAL_RE = re.compile(r"[A-Za-z0-9._%+\-]{1,64}$")  # searched with endpos at the '@'
+
 _DOMAIN_RE = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![A-Za-z0-9\-]|\.[A-Za-z0-9])"
 )
@@ -70,25 +73,35 @@ _IPV6_RE = re.compile(
 _HEX_GROUP_RE = re.compile(r"[0-9A-Fa-f]+")
 
 # Cards: 13-19 digits with optional single space/dash separators, not touching other digits or '+'.
-_CARD_RE = re.compile(r"[0-9](?<![0-9+][0-9])(?<![0-9][ \-][0-9])(?:[ \-]?[0-9]){12,18}(?![ \-]?[0-9])")
+_CARD_RE = re.compile(
+    r"[0-9](?<![0-9+][0-9])(?<![0-9][ \-][0-9])"
+    r"(?:[0-9]{12,18}"  # solid
+    r"|[0-9]{3}([ \-])(?:[0-9]{4}\1[0-9]{4}\1[0-9]{1,4}(?:\1[0-9]{1,3})?"  # 4-4-4-x(-x)
+    r"|[0-9]{6}\1[0-9]{4,5}))"  # 4-6-5 (Amex), 4-6-4 (Diners)
+    r"(?![ \-]?[0-9])"
+)
 _ISBN_RE = re.compile(r"(?:ISBN|isbn)(?:-1[03])?[:：]?\s*(?:[0-9][ \-]?){9,12}[0-9Xx]")
 
-_NOT_BEFORE = r"(?![0-9]|[ .\-][0-9])"
+# Phones may not touch other digits; the grouped shapes may sit next to a space and a number
+# ("(555) 123-4567 24 hours"), the international one may not (its groups are space-separated).
+_INTL_END = r"(?![0-9]|[ .\-][0-9])"
+_END = r"(?![0-9]|[.\-][0-9])"
 _PHONE_RES = tuple(
-    re.compile(p + _NOT_BEFORE)
+    re.compile(p)
     for p in (
         # international: +CC, single-separated digit groups, one optional "(0)"-style group;
         # the digit count (8-15, E.164) is checked in Python
-        r"\+(?<![0-9A-Za-z+]\+)[1-9][0-9]{0,2}(?:[ .\-]?\([0-9]{1,4}\))?(?:[ .\-]?[0-9]){6,14}",
+        r"\+(?<![0-9A-Za-z+]\+)[1-9][0-9]{0,2}(?:[ .\-]?\([0-9]{1,4}\))?(?:[ .\-]?[0-9]){6,14}" + _INTL_END,
         # North American, (NXX) XXX-XXXX
-        r"\((?<![0-9A-Za-z+]\()[2-9][0-9]{2}\) ?[0-9]{3}[.\-][0-9]{4}",
+        r"\((?<![0-9A-Za-z+]\()[2-9][0-9]{2}\) ?[0-9]{3}[.\-][0-9]{4}" + _END,
         # North American, [1-]NXX-XXX-XXXX or NXX.XXX.XXXX, the same separator twice
-        r"[1-9](?<![0-9A-Za-z+][1-9])(?<![0-9][ .\-][1-9])"
-        r"(?:(?<=1)[ .\-]?[2-9][0-9]{2}|(?<=[2-9])[0-9]{2})([.\-])[0-9]{3}\1[0-9]{4}",
+        r"[1-9](?<![0-9A-Za-z+][1-9])(?<![0-9][.\-][1-9])"
+        r"(?:(?<=1)[ .\-]?[2-9][0-9]{2}|(?<=[2-9])[0-9]{2})([.\-])[0-9]{3}\1[0-9]{4}" + _END,
         # Chinese mobile, optional 0086 (+86 is the international rule), solid or 3-4-4
-        r"[01](?<![0-9A-Za-z+][01])(?<![0-9][ .\-][01])(?:(?<=0)086[ \-]?1|(?<=1))[3-9][0-9]([ \-]?)[0-9]{4}\1[0-9]{4}",
+        r"[01](?<![0-9A-Za-z+][01])(?<![0-9][.\-][01])"
+        r"(?:(?<=0)086[ \-]?1|(?<=1))[3-9][0-9]([ \-]?)[0-9]{4}\1[0-9]{4}" + _END,
         # Chinese landline, area code and dash
-        r"0(?<![0-9A-Za-z+]0)(?<![0-9][ .\-]0)[1-9][0-9]{1,2}-[2-9][0-9]{6,7}",
+        r"0(?<![0-9A-Za-z+]0)(?<![0-9][.\-]0)[1-9][0-9]{1,2}-[2-9][0-9]{6,7}" + _END,
     )
 )
 _DIGIT_RE = re.compile(r"[0-9]")
@@ -136,18 +149,18 @@ Span = tuple[int, int, bool]  # start, end, redact (False: claimed but kept)
 def _emails(text: str) -> Iterator[Span]:
     at = text.find("@")
     while at != -1:
-        lo = max(0, at - 64)
-        local = None
-        for m in _LOCAL_RE.finditer(text, lo, at):  # the run that ends exactly at '@'
-            if m.end() == at:
-                local = m
-        dom = _DOMAIN_RE.match(text, at + 1) if local else None
-        if local and dom:
+        lo = max(0, at - 65)
+        local = _LOCAL_RE.search(text, lo, at)  # leftmost start: the whole run of local-part characters
+        if local is not None:
             start = local.start()
-            ok = (start == 0 or text[start - 1] not in _LOCAL_CHARS) and (
-                dom.group(1).lower() not in _FILE_EXTENSIONS
-            )
-            if ok:
+            dom = _DOMAIN_RE.match(text, at + 1)
+            if (
+                dom is not None
+                and (start == 0 or text[start - 1] not in _LOCAL_CHARS)  # run not longer than 64
+                and text[start] != "."
+                and text[at - 1] != "."
+                and dom.group(1).lower() not in _FILE_EXTENSIONS
+            ):
                 yield start, dom.end(), True
         at = text.find("@", at + 1)
 
@@ -161,16 +174,16 @@ def _ip_ok(text: str, public_only: bool) -> bool:
 
 
 def _ips(text: str, public_only: bool) -> Iterator[Span]:
+    if "::" in text or text.count(":") >= 7:  # IPv6 first: it may end in a dotted IPv4
+        for m in _IPV6_RE.finditer(text):
+            # at least three hex groups: keeps Python slices such as a[1::2] out
+            if len(_HEX_GROUP_RE.findall(m.group())) >= 3 and _ip_ok(m.group(), public_only):
+                yield m.start(), m.end(), True
     if "." in text:
         for m in _IPV4_RUN_RE.finditer(text):
             run = m.group().rstrip(".")  # a sentence-final dot is not part of the address
             if _IPV4_STRICT_RE.fullmatch(run) and _ip_ok(run, public_only):
                 yield m.start(), m.start() + len(run), True
-    if "::" in text or text.count(":") >= 7:
-        for m in _IPV6_RE.finditer(text):
-            # at least three hex groups: keeps Python slices such as a[1::2] out
-            if len(_HEX_GROUP_RE.findall(m.group())) >= 3 and _ip_ok(m.group(), public_only):
-                yield m.start(), m.end(), True
 
 
 def _cards(text: str) -> Iterator[Span]:
@@ -178,10 +191,7 @@ def _cards(text: str) -> Iterator[Span]:
         for m in _ISBN_RE.finditer(text):
             yield m.start(), m.end(), False
     for m in _CARD_RE.finditer(text):
-        raw = m.group()
-        mixed_separators = " " in raw and "-" in raw
-        ok = not mixed_separators and plausible_card_number(raw.replace(" ", "").replace("-", ""))
-        yield m.start(), m.end(), ok
+        yield m.start(), m.end(), plausible_card_number(m.group().replace(" ", "").replace("-", ""))
 
 
 def _phones(text: str) -> Iterator[Span]:
@@ -228,25 +238,29 @@ def redact_pii(text: str, cfg: PiiConfig) -> tuple[str, dict[str, int]]:
     """Replace PII with ``cfg.placeholder_format`` placeholders; counts per enabled kind (zeros included)."""
     if not cfg.enabled or not text:
         return text, {}
-    kinds = [k for k in _ORDER if k in cfg.kinds]
-    counts = dict.fromkeys(kinds, 0)
+    counts = {k: 0 for k in _ORDER if k in cfg.kinds}
     has_digits = _DIGIT_RE.search(text) is not None
-    finders = {
-        "email": lambda: _emails(text) if "@" in text else iter(()),
-        "ip": lambda: _ips(text, cfg.ip_public_only) if has_digits else iter(()),
-        "credit_card": lambda: _cards(text) if has_digits else iter(()),
-        "phone": lambda: _phones(text) if has_digits else iter(()),
-    }
     claims = _Claims()
     hits: list[tuple[int, int, str]] = []
-    for kind in kinds:
-        for start, end, redact in finders[kind]():
-            if not claims.free(start, end):
+    for kind in counts:
+        if kind == "email":
+            if "@" not in text:
                 continue
-            claims.add(start, end, kept=not redact)
-            if redact:
-                hits.append((start, end, kind))
-                counts[kind] += 1
+            spans = _emails(text)
+        elif not has_digits:
+            continue
+        elif kind == "ip":
+            spans = _ips(text, cfg.ip_public_only)
+        elif kind == "credit_card":
+            spans = _cards(text)
+        else:
+            spans = _phones(text)
+        for start, end, redact in spans:
+            if claims.free(start, end):
+                claims.add(start, end, kept=not redact)
+                if redact:
+                    hits.append((start, end, kind))
+                    counts[kind] += 1
     if not hits:
         return text, counts
     hits.sort()

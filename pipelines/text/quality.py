@@ -18,6 +18,7 @@ from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -156,50 +157,96 @@ def _ngram_thresholds(table: Mapping) -> list[tuple[int, float]]:
     return sorted((int(n), float(v)) for n, v in table.items())
 
 
-def _repeated(pos: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Keep the positions whose n-gram key occurs at least twice.
+# One level of n-gram grouping keeps only the positions whose n-gram occurs at least twice: the
+# positions (ascending), a group id each (equal id = equal n-gram), whether each is its group's first
+# occurrence, and per group its count and first position.
+_Level = tuple[Any, Any, Any, list[int], list[int]]
+_NUMPY_MIN = 192  # below this many positions a dict beats numpy's per-call overhead
 
-    Returns the kept positions (ascending), their group ids (equal id = equal n-gram), whether each is
-    its group's first occurrence, and per repeated n-gram its count and first position.
-    """
+
+def _unigram_level(ids: np.ndarray) -> _Level:
+    """Level n = 1 without sorting: word ids are numbered in order of first appearance."""
+    n_words = ids.size
+    counts = np.bincount(ids)
+    is_new = np.empty(n_words, dtype=bool)
+    is_new[0] = True
+    np.greater(ids[1:], np.maximum.accumulate(ids)[:-1], out=is_new[1:])
+    first_occurrence = np.flatnonzero(is_new)  # of word id g at index g
+    repeated = counts >= 2
+    keep = repeated[ids]
+    first = is_new[keep]
+    return (
+        np.flatnonzero(keep),
+        ids[keep],
+        first,
+        counts[repeated].tolist(),
+        first_occurrence[repeated].tolist(),
+    )
+
+
+def _level_numpy(pos: np.ndarray, key: np.ndarray) -> _Level:
     m = key.size
+    if m == 0:
+        return pos, pos, np.empty(0, dtype=bool), [], []
     order = np.argsort(key, kind="stable")  # stable: positions stay ascending inside a group
     new = np.empty(m, dtype=bool)
     new[0] = True
     sorted_key = key[order]
     np.not_equal(sorted_key[1:], sorted_key[:-1], out=new[1:])
     starts = np.flatnonzero(new)
-    counts = np.diff(starts, append=m)
+    counts = np.empty(starts.size, dtype=np.int64)
+    counts[:-1] = starts[1:] - starts[:-1]
+    counts[-1] = m - starts[-1]
     repeated = counts >= 2
     keep, group, first = np.empty(m, dtype=bool), np.empty(m, dtype=np.int64), np.empty(m, dtype=bool)
     keep[order] = np.repeat(repeated, counts)
     group[order] = np.cumsum(new) - 1
     first[order] = new
-    return pos[keep], group[keep], first[keep], counts[repeated], pos[order[starts[repeated]]]
+    first_pos = pos[order[starts[repeated]]]
+    return pos[keep], group[keep], first[keep], counts[repeated].tolist(), first_pos.tolist()
 
 
-def _greedy_dup_chars(pos: np.ndarray, group: np.ndarray, first: np.ndarray, cum: list[int], n: int) -> int:
+def _level_python(pairs: list[tuple[int, int]]) -> _Level:
+    buckets: dict[int, list[int]] = {}
+    for p, k in pairs:
+        bucket = buckets.get(k)
+        if bucket is None:
+            buckets[k] = [p]
+        else:
+            bucket.append(p)
+    pos, group, first = [], [], []
+    for p, k in pairs:
+        bucket = buckets[k]
+        if len(bucket) > 1:
+            pos.append(p)
+            group.append(bucket[0])  # the first position names the group and keeps ids small
+            first.append(bucket[0] == p)
+    repeated = [b for b in buckets.values() if len(b) > 1]
+    return pos, group, first, [len(b) for b in repeated], [b[0] for b in repeated]
+
+
+def _greedy_dup_chars(pos: Any, group: Any, first: Any, cum: list[int], n: int) -> int:
     """Characters in duplicated n-grams, scanning left to right and jumping past each duplicate.
 
     Same result as datatrove's visit of every position, but only repeated n-grams are looked at:
     an n-gram occurring once can never be found in the seen set, so it cannot change the scan.
     """
-    later = np.flatnonzero(~first)
-    if later.size == 0:
-        return 0
-    pos_list, group_list = pos.tolist(), group.tolist()
+    if isinstance(pos, np.ndarray):
+        later, pos, group = np.flatnonzero(~first).tolist(), pos.tolist(), group.tolist()
+    else:
+        later = [j for j, is_first in enumerate(first) if not is_first]
     seen: set[int] = set()
-    start = next_pos = chars = 0  # start: first index of pos_list not yet added to seen
-    for j in later.tolist():
-        k = pos_list[j]
+    start = next_pos = chars = 0  # start: first index of pos not yet added to seen
+    for j in later:
+        k = pos[j]
         if k < next_pos:  # inside a duplicate already counted
             continue
-        seen.update(group_list[bisect_left(pos_list, next_pos, start, j) : j])
-        if group_list[j] in seen:
+        seen.update(group[bisect_left(pos, next_pos, start, j) : j])
+        if group[j] in seen:
             chars += cum[k + n] - cum[k]
             next_pos = k + n
         else:
-            seen.add(group_list[j])
+            seen.add(group[j])
             next_pos = k + 1
         start = j + 1
     return chars
@@ -210,10 +257,10 @@ def _ngram_char_stats(
 ) -> tuple[dict[int, int], dict[int, int]]:
     """Characters of the most frequent n-gram times its count (top_ns) and in duplicated n-grams (dup_ns).
 
-    n-grams are grouped exactly, for n = 1, 2, ..., by sorting (group of the (n-1)-gram, next word id)
-    with numpy; only positions whose n-gram repeats are carried to n + 1, so the work shrinks fast.
-    A spaced n-gram's length includes its n-1 separating spaces for the top rule, as datatrove joins
-    words with " " there and with "" for the duplicate rule.
+    n-grams are grouped exactly for n = 1, 2, ... from (group of the (n-1)-gram, next word id); only
+    positions whose n-gram repeats are carried to n + 1, so the work shrinks fast (numpy sorting for
+    large levels, a dict for small ones). A spaced n-gram's length includes its n-1 separating spaces
+    for the top rule, as datatrove joins words with " " there and with "" for the duplicate rule.
     """
     top = dict.fromkeys(top_ns, 0)
     dup = dict.fromkeys(dup_ns, 0)
@@ -227,23 +274,28 @@ def _ngram_char_stats(
     cum_arr = np.zeros(n_words + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=n_words), out=cum_arr[1:])
     cum = cum_arr.tolist()
-    pos, group = np.arange(n_words), ids
-    first = counts = first_pos = np.empty(0, dtype=np.int64)
+    ids_list: list[int] = []
+    pos, group, first, counts, first_pos = _unigram_level(ids)
     for n in range(1, max_n + 1):
-        if pos.size:
+        if n > 1 and len(pos) >= _NUMPY_MIN:
             room = pos <= n_words - n
             pos, group = pos[room], group[room]
-            key = group * vocab + ids[pos + n - 1] if n > 1 else ids
-            if pos.size:
-                pos, group, first, counts, first_pos = _repeated(pos, key)
-        if pos.size == 0:
-            counts = first_pos = np.empty(0, dtype=np.int64)
+            pos, group, first, counts, first_pos = _level_numpy(pos, group * vocab + ids[pos + n - 1])
+        elif n > 1 and len(pos):
+            if isinstance(pos, np.ndarray):
+                pos, group, ids_list = pos.tolist(), group.tolist(), ids_list or ids.tolist()
+            limit = n_words - n
+            pairs = [
+                (p, g * vocab + ids_list[p + n - 1]) for p, g in zip(pos, group, strict=True) if p <= limit
+            ]
+            pos, group, first, counts, first_pos = _level_python(pairs)
+        elif n > 1:
+            counts = first_pos = []
         if n in top:
-            best, i = (
-                (int(counts.max()), int(first_pos[counts == counts.max()].min())) if counts.size else (1, 0)
-            )
+            best = max(counts, default=1)
+            i = min((fp for c, fp in zip(counts, first_pos, strict=True) if c == best), default=0)
             top[n] = (cum[i + n] - cum[i] + (n - 1 if spaced else 0)) * best  # ties: first seen, as Counter
-        if n in dup and pos.size:
+        if n in dup and len(pos):
             dup[n] = _greedy_dup_chars(pos, group, first, cum, n)
     return top, dup
 

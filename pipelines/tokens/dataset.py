@@ -1,0 +1,273 @@
+"""Token dataset stage (``tokens``): a Beam job from ``filtered`` documents to packed Arrow IPC shards.
+
+Pipeline::
+
+    Create(upstream shards) | Reshuffle
+      | EncodeShard     one upstream shard -> a token segment per split (batched encode_batch + EOT)
+      | GroupByKey      by split: only small segment descriptors travel, never tokens
+      | PlanShards      segments in upstream order -> one task per output shard (global offsets)
+      | Reshuffle
+      | PackShard       read the task's token ranges -> (n, seq_len + 1) windows + document index
+      | WriteShard      Arrow IPC shard + Parquet doc index + sidecar (atomic renames)
+
+See :mod:`pipelines.tokens.packing` for the packing rule: every token is kept exactly once, only the
+last window of each split is padded (``pad_id``; the trainer must ignore it in the loss), and the
+output does not depend on the number of workers. The driver then writes ``manifest.json`` (format
+``corpusforge-tokens/1``) through ``storage.commit``, keeping the ``CURRENT``/``_SUCCESS`` protocol.
+
+Threads: each encoder calls ``encode_batch``, which runs on the tokenizers (Rayon) thread pool.
+With several Beam worker processes the pool would oversubscribe the cores, so every worker gets
+``cores // workers`` threads (``TOKENIZERS_PARALLELISM=false`` when that is 1); variables already
+set in the environment win.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from pipelines import storage
+from pipelines.beam_stage import LOCAL_RUNNERS, StageResult, counter, run_stage, shard_splits
+from pipelines.config import CorpusforgeConfig, DatasetConfig, fingerprint, to_dict
+from pipelines.tokens import tokenizer_stage
+from pipelines.tokens.bpe import EOT_ID, MASK_ID, PAD_ID, load_tokenizer, token_dtype
+from pipelines.tokens.encode import encode_shard
+from pipelines.tokens.packing import ShardTask, plan_shards
+from pipelines.tokens.shards import SIDECAR, PackedShard, collect_split, pack_shard, write_packed_shard
+from pipelines.tokens.splits import SPLITS, TRAIN, VAL
+
+log = logging.getLogger(__name__)
+
+STAGE = "tokens"
+FORMAT = "corpusforge-tokens/1"
+WORK_DIR = "_work"
+
+
+def encode_threads(options: PipelineOptions) -> int:
+    """Tokenizer threads per Beam worker: all cores in one process, else cores / workers (>= 1)."""
+    cores = os.cpu_count() or 1
+    runner = options.view_as(StandardOptions).runner or "FnApiRunner"
+    if runner not in LOCAL_RUNNERS:
+        return 1
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode == "in_memory":
+        return cores
+    workers = direct.direct_num_workers or cores
+    return max(1, cores // max(1, workers))
+
+
+def configure_threads(threads: int) -> None:
+    """Set the tokenizers thread pool for this process unless the environment already does."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if threads > 1 else "false")
+    if threads > 1:
+        os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
+
+
+class EncodeShardFn(beam.DoFn):
+    """``(key, shard path)`` -> ``(split, Segment)`` for each split with documents in the shard."""
+
+    def __init__(self, tokenizer_file: str, work_dir: str, cfg: DatasetConfig, dtype: str, threads: int):
+        self.tokenizer_file, self.work_dir, self.cfg = tokenizer_file, work_dir, cfg
+        self.dtype, self.threads = dtype, threads
+        self.tok: Any = None
+        self.docs = {s: counter(f"tokens.documents.{s}") for s in SPLITS}
+        self.tokens = {s: counter(f"tokens.tokens.{s}") for s in SPLITS}
+
+    def setup(self) -> None:
+        configure_threads(self.threads)
+        self.tok = load_tokenizer(self.tokenizer_file)
+
+    def process(self, element: tuple[str, str]) -> Iterator[tuple[str, Any]]:
+        if self.tok is None:
+            self.setup()
+        key, path = element
+        for seg in encode_shard(
+            path,
+            key,
+            self.tok,
+            work_dir=self.work_dir,
+            dtype=self.dtype,
+            val_fraction=self.cfg.val_fraction,
+            batch_docs=self.cfg.encode_batch,
+            eot_id=EOT_ID,
+        ):
+            self.docs[seg.split].inc(seg.documents)
+            self.tokens[seg.split].inc(seg.tokens)
+            yield seg.split, seg
+
+
+class PackShardFn(beam.DoFn):
+    def __init__(self, window: int, dtype: str) -> None:
+        self.window, self.dtype = window, dtype
+
+    def process(self, task: ShardTask) -> Iterator[PackedShard]:
+        yield pack_shard(task, self.window, PAD_ID, self.dtype)
+
+
+class WriteShardFn(beam.DoFn):
+    """Write a packed shard under the version directory; emits its sidecar info."""
+
+    def __init__(self, root: str, dtype: str) -> None:
+        self.root, self.dtype = root, dtype
+        self.sequences = counter("tokens.sequences")
+
+    def process(self, shard: PackedShard) -> Iterator[dict[str, Any]]:
+        info = write_packed_shard(self.root, shard, self.dtype, EOT_ID)
+        self.sequences.inc(info["sequences"])
+        yield info
+
+
+class TokenizePack(beam.PTransform):
+    """``(key, upstream shard path)`` elements -> :class:`PackedShard` elements (windows + index)."""
+
+    def __init__(self, tokenizer_file: str, work_dir: str, cfg: DatasetConfig, dtype: str, threads: int = 1):
+        super().__init__()
+        self.tokenizer_file, self.work_dir, self.cfg = tokenizer_file, work_dir, cfg
+        self.dtype, self.threads = dtype, threads
+
+    def expand(self, shards: Any) -> Any:
+        window, per_shard = self.cfg.seq_len + 1, self.cfg.sequences_per_shard
+        return (
+            shards
+            | "Encode" >> beam.ParDo(
+                EncodeShardFn(self.tokenizer_file, self.work_dir, self.cfg, self.dtype, self.threads)
+            )
+            | "BySplit" >> beam.GroupByKey()
+            | "Plan" >> beam.FlatMap(lambda kv: plan_shards(kv[1], window, per_shard))
+            | "SpreadShards" >> beam.Reshuffle()
+            | "Pack" >> beam.ParDo(PackShardFn(window, self.dtype))
+        )
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    splits: list[tuple[str, str]],
+    root: str,
+    tokenizer_file: str,
+    cfg: DatasetConfig,
+    dtype: str,
+    threads: int,
+) -> None:
+    _ = (
+        pipeline
+        | "Shards" >> beam.Create(splits)
+        | "Distribute" >> beam.Reshuffle()
+        | "TokenizePack" >> TokenizePack(tokenizer_file, f"{root}/{WORK_DIR}", cfg, dtype, threads)
+        | "Write" >> beam.ParDo(WriteShardFn(root, dtype))
+    )
+
+
+def summarize(root: Path, cfg: DatasetConfig) -> dict[str, Any]:
+    """Fold the shard sidecars into the manifest's ``splits``, ``doc_index`` and ``stats`` entries."""
+    splits: dict[str, Any] = {}
+    doc_index: dict[str, Any] = {}
+    stats: dict[str, Any] = {}
+    for split in (TRAIN, VAL):
+        infos = collect_split(root, split)
+        summary = infos[0]["split_summary"] if infos else {"tokens": 0, "documents": 0, "sequences": 0}
+        sequences = sum(i["sequences"] for i in infos)
+        tokens = sum(i["tokens"] for i in infos)
+        ended = sum(i["documents_ending"] for i in infos)
+        if (sequences, tokens, ended) != (summary["sequences"], summary["tokens"], summary["documents"]):
+            raise RuntimeError(
+                f"{split}: shards hold {sequences} sequences / {tokens} tokens / {ended} EOTs, the plan "
+                f"expected {summary['sequences']} / {summary['tokens']} / {summary['documents']}"
+            )
+        splits[split] = {
+            "sequences": sequences,
+            "tokens": tokens,
+            "documents": int(summary["documents"]),
+            "shards": [{"path": i["path"], "sequences": i["sequences"], "sha256": i["sha256"]} for i in infos],
+        }
+        doc_index[split] = {
+            "rows": sum(i["index_rows"] for i in infos),
+            "files": [
+                {"path": i["index_path"], "rows": i["index_rows"], "sha256": i["index_sha256"]} for i in infos
+            ],
+        }
+        langs = summary.get("languages", {})
+        stats[split] = {
+            "bytes": int(summary.get("bytes", 0)),
+            "padding_tokens": int(summary.get("padding", 0)),
+            "upstream_segments": int(summary.get("segments", 0)),
+            "languages": {
+                k: {**v, "bytes_per_token": round(v["bytes"] / v["tokens"], 4) if v["tokens"] else None}
+                for k, v in langs.items()
+            },
+        }
+        for p in (root / split).glob(f"part-*{SIDECAR}"):
+            p.unlink()
+    shutil.rmtree(root / WORK_DIR, ignore_errors=True)
+    return {"splits": splits, "doc_index": doc_index, "stats": stats}
+
+
+def run(cfg: CorpusforgeConfig, options: PipelineOptions, *, reuse: bool = False) -> StageResult:
+    """Tokenize and pack the committed ``filtered`` stage with the committed tokenizer."""
+    data_dir = cfg.paths.data_dir
+    upstream = storage.current_version(
+        data_dir, tokenizer_stage.UPSTREAM, asset_hint=tokenizer_stage.UPSTREAM_ASSET
+    )
+    tok_version = storage.current_version(data_dir, tokenizer_stage.STAGE, asset_hint="tokenizer")
+    tok_manifest = tok_version.manifest()["tokenizer"]
+    tok_file = tok_version.path / tok_manifest["path"]
+    if storage.sha256_file(tok_file) != tok_manifest["sha256"]:
+        raise ValueError(f"{tok_file}: sha256 differs from its manifest; re-materialize the tokenizer asset")
+    vocab = int(tok_manifest["vocab_size"])
+    dtype = token_dtype(vocab)
+    section = {"dataset": to_dict(cfg.dataset)}
+    fp = fingerprint(STAGE, section, upstream.name, tok_version.name)
+    splits = shard_splits(upstream)
+    threads = encode_threads(options)
+    tok_val_fraction = tok_version.manifest().get("config", {}).get("val_fraction")
+    if tok_val_fraction is not None and tok_val_fraction != cfg.dataset.val_fraction:
+        log.warning(
+            "tokenizer was sampled with val_fraction=%s but the dataset uses %s: some validation "
+            "documents may have been seen by the tokenizer",
+            tok_val_fraction,
+            cfg.dataset.val_fraction,
+        )
+
+    def finalize(version: storage.StageVersion, counters: dict[str, int], entries: dict) -> dict[str, Any]:
+        folded = summarize(version.path, cfg.dataset)
+        return {
+            "format": FORMAT,
+            "seq_len": cfg.dataset.seq_len,
+            "dtype": dtype,
+            "vocab_size": vocab,
+            "tokenizer_sha256": tok_manifest["sha256"],
+            "eot_id": EOT_ID,
+            "pad_id": PAD_ID,
+            "mask_id": MASK_ID,
+            "splits": folded["splits"],
+            "doc_index": folded["doc_index"],
+            "stats": folded["stats"],
+            "packing": {
+                "window": cfg.dataset.seq_len + 1,
+                "order": "upstream shard order, then row order; one EOT after every document",
+                "padding": "only the last window of each split, with pad_id; ignore pad_id in the loss",
+                "split_rule": "blake2b(doc id) < val_fraction -> val",
+                "tokenizer_val_fraction": tok_val_fraction,
+            },
+            "tokenizer": {"version": tok_version.name, "path": str(tok_file)},
+        }
+
+    return run_stage(
+        stage=STAGE,
+        data_dir=data_dir,
+        fp=fp,
+        config=section,
+        upstream={tokenizer_stage.UPSTREAM: upstream.name, tokenizer_stage.STAGE: tok_version.name},
+        output=cfg.output,
+        build=lambda p, v: build_pipeline(p, splits, str(v.path), str(tok_file), cfg.dataset, dtype, threads),
+        options=options,
+        kinds=(),
+        finalize=finalize,
+        reuse=reuse,
+    )

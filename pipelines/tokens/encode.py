@@ -1,0 +1,153 @@
+"""Encode one upstream document shard into per-split token segments (the encode half of packing).
+
+Each document goes to ``train`` or ``val`` by :func:`~pipelines.tokens.splits.split_of`; documents
+of a split are encoded ``batch_docs`` at a time with one ``encode_batch`` call, an EOT is appended
+to each, and the ids are streamed to ``<work_dir>/<split>/seg-<key>.tokens`` (raw little-endian
+``dtype`` array) while ``seg-<key>.docs.arrow`` records each document's id and token count. Both
+files are written under temporary names and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer
+
+from pipelines.tokens.bpe import encode_texts, lang_bucket
+from pipelines.tokens.packing import Segment
+from pipelines.tokens.splits import SPLITS, split_of
+
+DOCS_SCHEMA = pa.schema([pa.field("doc_id", pa.string()), pa.field("tokens", pa.int64())])
+NP_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+
+
+class SegmentWriter:
+    """Append encoded documents of one (split, upstream shard) to its token and document files."""
+
+    def __init__(self, work_dir: str | os.PathLike, split: str, key: str, dtype: str) -> None:
+        self.split, self.key, self.dtype = split, key, NP_DTYPES[dtype]
+        self.dir = Path(work_dir) / split
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tokens_path = self.dir / f"seg-{key}.tokens"
+        self.docs_path = self.dir / f"seg-{key}.docs.arrow"
+        self._tmp = self.dir / f".seg-{key}.tokens.tmp-{uuid.uuid4().hex[:8]}"
+        self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()
+        self.doc_ids: list[str] = []
+        self.doc_tokens: list[int] = []
+        self.bytes = 0
+        self.langs: dict[str, dict[str, int]] = {}
+
+    def add(self, doc_ids: list[str], ids: list[list[int]], langs: list[str | None], nbytes: list[int]) -> None:
+        """Append documents whose token lists already end with EOT."""
+        lengths = [len(x) for x in ids]
+        flat = np.fromiter(chain.from_iterable(ids), dtype=self.dtype, count=sum(lengths))
+        self._fh.write(flat.tobytes())
+        self.doc_ids.extend(doc_ids)
+        self.doc_tokens.extend(lengths)
+        for lang, n, nb in zip(langs, lengths, nbytes, strict=True):
+            c = self.langs.setdefault(lang_bucket(lang), {"documents": 0, "bytes": 0, "tokens": 0})
+            c["documents"] += 1
+            c["bytes"] += nb
+            c["tokens"] += n
+        self.bytes += sum(nbytes)
+
+    def close(self) -> Segment:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.replace(self._tmp, self.tokens_path)
+        table = pa.table(
+            {"doc_id": pa.array(self.doc_ids, pa.string()), "tokens": pa.array(self.doc_tokens, pa.int64())},
+            schema=DOCS_SCHEMA,
+        )
+        tmp = self.dir / f".seg-{self.key}.docs.tmp-{uuid.uuid4().hex[:8]}"
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, DOCS_SCHEMA) as writer:
+            writer.write_table(table)
+        os.replace(tmp, self.docs_path)
+        return Segment(
+            split=self.split,
+            key=self.key,
+            tokens_path=str(self.tokens_path),
+            docs_path=str(self.docs_path),
+            tokens=int(sum(self.doc_tokens)),
+            documents=len(self.doc_ids),
+            bytes=self.bytes,
+            langs=dict(sorted(self.langs.items())),
+        )
+
+    def abort(self) -> None:
+        self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def encode_shard(
+    path: str | os.PathLike,
+    key: str,
+    tok: Tokenizer,
+    *,
+    work_dir: str | os.PathLike,
+    dtype: str,
+    val_fraction: float,
+    batch_docs: int,
+    eot_id: int,
+) -> Iterator[Segment]:
+    """Encode every document of one Parquet shard; yields one segment per non-empty split."""
+    writers: dict[str, SegmentWriter] = {}
+    pending: dict[str, list[tuple[str, str, str | None]]] = {s: [] for s in SPLITS}
+
+    def flush(split: str) -> None:
+        docs = pending[split]
+        if not docs:
+            return
+        ids = encode_texts(tok, [text for _, text, _ in docs])
+        for x in ids:
+            x.append(eot_id)
+        if split not in writers:
+            writers[split] = SegmentWriter(work_dir, split, key, dtype)
+        writers[split].add(
+            [d for d, _, _ in docs], ids, [lang for _, _, lang in docs], [len(t.encode("utf-8")) for _, t, _ in docs]
+        )
+        pending[split] = []
+
+    try:
+        pf = pq.ParquetFile(path)
+        has_lang = "lang" in pf.schema_arrow.names
+        columns = ["id", "text", "lang"] if has_lang else ["id", "text"]
+        for batch in pf.iter_batches(batch_size=batch_docs, columns=columns):
+            ids = batch.column("id").to_pylist()
+            texts = batch.column("text").to_pylist()
+            langs = batch.column("lang").to_pylist() if has_lang else [None] * len(ids)
+            for doc in zip(ids, texts, langs, strict=True):
+                split = split_of(doc[0], val_fraction)
+                pending[split].append(doc)
+                if len(pending[split]) >= batch_docs:
+                    flush(split)
+        for split in SPLITS:
+            flush(split)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    for split in SPLITS:
+        if split in writers:
+            yield writers[split].close()
+
+
+def read_segment_tokens(segment: Segment, start: int, end: int, dtype: str) -> np.ndarray:
+    """Tokens ``[start, end)`` of a segment's token file."""
+    dt = NP_DTYPES[dtype]
+    return np.fromfile(segment.tokens_path, dtype=dt, count=end - start, offset=start * dt.itemsize)
+
+
+def read_segment_docs(segment: Segment) -> pa.Table:
+    """The segment's ``doc_id`` and ``tokens`` (per document, EOT included) columns."""
+    with pa.OSFile(segment.docs_path, "rb") as source:
+        return ipc.open_file(source).read_all()

@@ -1,0 +1,50 @@
+"""The train/validation split and the tokenizer training sample, both decided by document-id hashes.
+
+``split_of`` is the one rule that puts a document in ``train`` or ``val``; the tokenizer sample, the
+tokenizer's held-out statistics and the token dataset all call it, so a validation document is
+never seen while training the tokenizer and lands in exactly one split of the dataset.
+
+Both decisions map a keyed BLAKE2b digest of the document id to a number ``u`` in ``[0, 1)``:
+a document is in ``val`` when ``u < val_fraction``; it is in the tokenizer sample when its
+(differently keyed, seeded) ``u < rate``. The two hashes are independent of each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+TRAIN = "train"
+VAL = "val"
+SPLITS = (TRAIN, VAL)
+_SCALE = float(1 << 64)
+
+
+def hash_unit(key: bytes, doc_id: str) -> float:
+    """Uniform number in ``[0, 1)`` from the 64-bit BLAKE2b digest of ``doc_id`` keyed by ``key``."""
+    digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8, key=key).digest()
+    return int.from_bytes(digest, "big") / _SCALE
+
+
+def split_of(doc_id: str, val_fraction: float) -> str:
+    """``"val"`` when the split hash of ``doc_id`` falls under ``val_fraction``, else ``"train"``."""
+    if val_fraction <= 0.0:
+        return TRAIN
+    return VAL if hash_unit(b"corpusforge-split", doc_id) < val_fraction else TRAIN
+
+
+def in_sample(doc_id: str, seed: int, rate: float) -> bool:
+    """Whether ``doc_id`` is in the seeded tokenizer-training sample taken at ``rate``."""
+    if rate >= 1.0:
+        return True
+    return hash_unit(f"corpusforge-sample-{seed}".encode(), doc_id) < rate
+
+
+def sample_rate(total_bytes: int, sample_bytes: int, val_fraction: float) -> float:
+    """Sampling rate so that about ``sample_bytes`` of the training-split text is kept.
+
+    ``total_bytes`` is the upstream stage's text size; the validation share is excluded first.
+    """
+    train_bytes = total_bytes * (1.0 - val_fraction)
+    if train_bytes <= 0:
+        return 1.0
+    return min(1.0, sample_bytes / train_bytes)

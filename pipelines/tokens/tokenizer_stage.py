@@ -1,0 +1,109 @@
+"""Tokenizer stage: train byte-level BPE on a streamed sample of the ``filtered`` documents.
+
+Output (stage ``tokenizer``): ``<version>/tokenizer.json`` (written atomically) and a manifest with
+its sha256, the vocabulary size, the sample (rate, documents, bytes) and held-out statistics
+(bytes per token and vocabulary share used, per language, on validation-split documents).
+
+The sampling rate is ``sample_bytes / (upstream bytes x (1 - val_fraction))`` (capped at 1), so
+about ``tokenizer.sample_bytes`` of training-split text is used; validation documents are excluded
+by the same split rule the token dataset applies (``dataset.val_fraction``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pipelines import storage
+from pipelines.beam_stage import StageResult
+from pipelines.config import CorpusforgeConfig, fingerprint, to_dict
+from pipelines.tokens.bpe import EOT_ID, MASK_ID, PAD_ID, SPECIAL_TOKENS, heldout_stats, train_bpe
+from pipelines.tokens.sample import DocumentSample
+from pipelines.tokens.splits import sample_rate
+
+log = logging.getLogger(__name__)
+
+STAGE = "tokenizer"
+UPSTREAM = "filtered"
+UPSTREAM_ASSET = "filtered_documents"
+TOKENIZER_FILE = "tokenizer.json"
+HELDOUT_MAX_BYTES = 16 * 1024 * 1024  # validation text encoded for the held-out statistics
+
+
+def tokenizer_path(version: storage.StageVersion) -> str:
+    return str(version.path / TOKENIZER_FILE)
+
+
+def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> StageResult:
+    """Train the tokenizer on the committed ``filtered`` stage into a new ``tokenizer`` version."""
+    data_dir = cfg.paths.data_dir
+    upstream = storage.current_version(data_dir, UPSTREAM, asset_hint=UPSTREAM_ASSET)
+    section = {"tokenizer": to_dict(cfg.tokenizer), "val_fraction": cfg.dataset.val_fraction}
+    fp = fingerprint(STAGE, section, upstream.name)
+    if reuse and (found := storage.find_reusable(data_dir, STAGE, fp)):
+        storage.point_current(found)
+        return StageResult(found, found.manifest(), {}, reused=True)
+
+    up_docs = upstream.manifest().get("documents") or {"bytes": 0, "rows": 0}
+    t = cfg.tokenizer
+    sample = DocumentSample(
+        paths=upstream.shard_paths("documents"),
+        seed=t.seed,
+        rate=sample_rate(int(up_docs["bytes"]), t.sample_bytes, cfg.dataset.val_fraction),
+        val_fraction=cfg.dataset.val_fraction,
+        max_bytes=t.sample_bytes,
+        heldout_bytes=HELDOUT_MAX_BYTES,
+    )
+    version = storage.new_version(data_dir, STAGE, fp)
+    try:
+        start = time.perf_counter()
+        tok = train_bpe(sample.batches(), t.vocab_size, t.min_frequency)
+        train_s = time.perf_counter() - start
+        if sample.documents == 0:
+            raise ValueError(
+                f"the tokenizer sample of {upstream.path} is empty ({sample.documents_seen} documents "
+                f"read, rate {sample.rate:.4g}); the upstream stage has no training-split text"
+            )
+        path = version.path / TOKENIZER_FILE
+        storage.atomic_write_bytes(path, tok.to_str(pretty=True).encode("utf-8"))
+        start = time.perf_counter()
+        stats = heldout_stats(tok, sample.heldout)
+        extra: dict[str, Any] = {
+            "tokenizer": {
+                "path": TOKENIZER_FILE,
+                "sha256": storage.sha256_file(path),
+                "vocab_size": tok.get_vocab_size(),
+                "special_tokens": {tok_: i for i, tok_ in enumerate(SPECIAL_TOKENS)},
+                "eot_id": EOT_ID,
+                "pad_id": PAD_ID,
+                "mask_id": MASK_ID,
+            },
+            "sample": {
+                "rate": sample.rate,
+                "documents": sample.documents,
+                "bytes": sample.bytes,
+                "documents_read": sample.documents_seen,
+                "capped": sample.capped,
+                "upstream_bytes": int(up_docs["bytes"]),
+            },
+            "stats": {
+                "heldout": stats,
+                "heldout_documents": len(sample.heldout),
+                "train_seconds": round(train_s, 3),
+                "stats_seconds": round(time.perf_counter() - start, 3),
+            },
+        }
+        manifest = storage.commit(
+            version,
+            config=section,
+            upstream={UPSTREAM: upstream.name},
+            entries={},
+            extra=extra,
+            keep_versions=cfg.output.keep_versions,
+        )
+    except BaseException:
+        storage.discard(version)
+        raise
+    log.info("tokenizer %s: vocab %d from %d sampled documents", version.name, tok.get_vocab_size(), sample.documents)
+    return StageResult(version, manifest, {})

@@ -118,6 +118,8 @@ class CleanFn(beam.DoFn):
 
     def setup(self) -> None:
         self.lid = LanguageIdentifier(self.cfg.langid) if self.cfg.langid.enabled else None
+        if self.lid is not None:
+            self.lid.setup()
 
     def process(self, element: tuple[str, Mapping[str, Any]]) -> Iterator[Any]:
         split, doc = element

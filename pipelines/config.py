@@ -108,7 +108,7 @@ class LangIdConfig:
     languages: list = _f(["en", "zh"], "Languages kept; empty keeps every language.")
     default_threshold: float = _f(0.65, "Minimum language score to keep a document.")
     thresholds: dict = _f({"en": 0.65, "zh": 0.5}, "Per-language minimum score, overriding the default.")
-    sample_chars: int = _f(4000, "Characters of the document (start, middle, end) given to the model.")
+    sample_chars: int = _f(1000, "Characters of the document (start, middle, end) given to the model.")
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def plan_balance(char_totals: Mapping[str, int | float], max_fraction: float) ->
     positive = sorted((s for s in totals if totals[s] > 0), key=lambda s: (-totals[s], s))
     if max_fraction >= 1.0 or not positive:
         return BalancePlan(probs, dict(totals), None, True)
-    rest = sum(totals[s] for s in positive)
+    rest = sum(totals[s] for s in positive)  # characters of the sources not capped so far
     cap: float | None = None
     feasible = False
     for n_capped, source in enumerate(positive):
@@ -57,17 +57,12 @@ def plan_balance(char_totals: Mapping[str, int | float], max_fraction: float) ->
             break
         level = max_fraction * rest / denom
         if totals[source] <= level:
-            cap = level if n_capped else None
-            feasible = True
+            cap, feasible = (level if n_capped else None), True
             break
         rest -= totals[source]
-    else:
-        feasible = False
-    if not feasible:
-        if max_fraction * len(positive) >= 1.0 - 1e-12:
-            cap, feasible = totals[positive[-1]], True  # f == 1/n: equal shares meet the cap exactly
-        else:
-            cap = totals[positive[-1]]
+    if not feasible:  # cap below 1/n (or rounding at exactly 1/n): equal shares
+        cap = totals[positive[-1]]
+        feasible = max_fraction * len(positive) >= 1.0 - 1e-12
     if cap is not None:
         for s in positive:
             if totals[s] > cap:

@@ -390,17 +390,27 @@ class DocumentMatcher:
 
 def matcher_langs(lang: str | None) -> tuple[str, ...]:
     """Lists consulted for a document in ``lang``: its own (if shipped) plus English."""
-    lang = normalize_lang(lang)
+    lang = _matcher_key(lang)
     return ("en",) if lang in ("", "en") else (lang, "en")
+
+
+def _matcher_key(lang: str | None) -> str:
+    """Normalised language with a shipped list, else '' (English lists only); the matcher cache key."""
+    lang = normalize_lang(lang)
+    return lang if lang in FLAGGED_LANGS else ""
 
 
 def _is_bounded(lang: str, term: str) -> bool:
     return lang not in SUBSTRING_LANGS or term.isascii()
 
 
-@cache
 def flagged_matcher(lang: str | None) -> TermMatcher:
     """Matcher of enabled LDNOOBW entries for ``lang`` (plus English); info = (category, weight)."""
+    return _flagged_matcher(_matcher_key(lang))
+
+
+@cache
+def _flagged_matcher(lang: str) -> TermMatcher:
     bounded: dict[str, Any] = {}
     substring: dict[str, Any] = {}
     allowed: list[str] = []
@@ -409,16 +419,20 @@ def flagged_matcher(lang: str | None) -> TermMatcher:
             if cw[1] > 0:
                 (bounded if _is_bounded(code, term) else substring).setdefault(term, cw)
         allowed.extend(allowlist("flagged", code))
-    return TermMatcher(bounded, substring, allowed, cjk_text=normalize_lang(lang) in SUBSTRING_LANGS)
+    return TermMatcher(bounded, substring, allowed, cjk_text=lang in SUBSTRING_LANGS)
 
 
-@cache
 def identity_matcher(lang: str | None) -> TermMatcher:
     """Matcher of identity terms, gendered pronouns and nouns; info = tuple of labels.
 
     Labels are 'axis.<axis>', 'pronoun.<class>' and 'noun.<class>'. English identity terms and nouns
     also match their regular plurals.
     """
+    return _identity_matcher(_matcher_key(lang))
+
+
+@cache
+def _identity_matcher(lang: str) -> TermMatcher:
     bounded: dict[str, tuple[str, ...]] = {}
     substring: dict[str, tuple[str, ...]] = {}
     allowed: list[str] = []
@@ -443,12 +457,14 @@ def identity_matcher(lang: str | None) -> TermMatcher:
             for term in terms:
                 add(code, term, key)
         allowed.extend(allowlist("identity", code))
-    return TermMatcher(bounded, substring, allowed, cjk_text=normalize_lang(lang) in SUBSTRING_LANGS)
+    return TermMatcher(bounded, substring, allowed, cjk_text=lang in SUBSTRING_LANGS)
+
+
+def document_matcher(lang: str | None) -> DocumentMatcher:
+    """One-pass matcher of flagged and identity terms for documents in ``lang``."""
+    return _document_matcher(_matcher_key(lang))
 
 
 @cache
-def document_matcher(lang: str | None) -> DocumentMatcher:
-    """One-pass matcher of flagged and identity terms for documents in ``lang``."""
-    return DocumentMatcher(
-        flagged_matcher(lang), identity_matcher(lang), cjk_text=normalize_lang(lang) in SUBSTRING_LANGS
-    )
+def _document_matcher(lang: str) -> DocumentMatcher:
+    return DocumentMatcher(_flagged_matcher(lang), _identity_matcher(lang), cjk_text=lang in SUBSTRING_LANGS)

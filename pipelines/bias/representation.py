@@ -12,6 +12,10 @@
   also hold a flagged term (co-occurrence of identity terms and flagged terms in one line);
 * with ``per_term=True`` also ``term.<label>.<term>`` — occurrences of each matched term.
 
+``analyze(text, lang)`` returns the toxicity result (``toxicity.score_document``) and these counts from
+one scan of the text; a stage that needs both should call it and pass the result on to
+``toxicity.apply_policy(..., result=...)``.
+
 Gender mentions are identity terms of the gender axis (woman, transgender, 女性 ...); pronouns and
 gendered nouns are counted separately and do not by themselves mark the gender axis as mentioned.
 """
@@ -51,6 +55,19 @@ def mentioned_axes(text: str, lang: str | None) -> frozenset[str]:
     Uses the same scan as ``analyze``, so it agrees with the ``docs.axis.*`` counts.
     """
     return _axes_of(document_matcher(lang).scan(text.lower()).identity, identity_matcher(lang).info)
+
+
+def axis_signals(axes: Iterable[str]) -> dict[str, float]:
+    """Mentioned axes as document signals (``identity.<axis>`` = 1.0 or 0.0 for every axis), so later
+    stages and the disparity report can reuse a detection without scanning the text again."""
+    axes = set(axes)
+    return {f"identity.{axis}": 1.0 if axis in axes else 0.0 for axis in AXES}
+
+
+def axes_from_signals(signals: Mapping[str, float] | None) -> frozenset[str]:
+    """Inverse of ``axis_signals`` (missing signals count as not mentioned)."""
+    signals = signals or {}
+    return frozenset(axis for axis in AXES if signals.get(f"identity.{axis}", 0.0) > 0.0)
 
 
 def empty_counts() -> dict[str, int]:

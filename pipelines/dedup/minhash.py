@@ -12,15 +12,17 @@
 * ``affine32`` (datasketch >= 2.0 default): ``h`` pre-mixed with the 32-bit MurmurHash3 finaliser, then
   ``a * h + b mod 2**32`` with odd ``a``, stored as uint32; ``affine64`` the same in 64 bits.
 
-Speed comes from hashing a whole batch of shingles into one buffer read with ``np.frombuffer``,
-broadcasting all permutations at once and reducing every document of a batch with
-``np.minimum.reduceat``; no datasketch object is created per document.
+Speed comes from hashing a whole batch of shingles into one buffer read with ``np.frombuffer``
+(C-level ``map``, no Python bytecode per shingle), broadcasting all permutations at once over a
+``(num_perm, shingles)`` block and reducing every document of a batch with one
+``np.minimum.reduceat`` along the contiguous axis; no datasketch object is created per document.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from operator import methodcaller
 
 import numpy as np
 
@@ -38,7 +40,8 @@ _FMIX = {
         np.uint64(33),
     ),
 }
-_ROWS_PER_CHUNK = 4096  # shingle rows per permutation block (4096 x 128 x 8 B = 4 MiB)
+_ROWS_PER_CHUNK = 4096  # shingles per permutation block (128 x 4096 x 8 B = 4 MiB at most)
+_DIGEST = methodcaller("digest")
 
 
 def _fmix(h: np.ndarray, width: int) -> np.ndarray:
@@ -80,6 +83,7 @@ class MinHasher:
         self.scheme = scheme
         self.dtype = np.dtype(np.uint32 if scheme == "affine32" else np.uint64)
         self._a, self._b = permutations(num_perm, seed, scheme)
+        self._a_col, self._b_col = self._a.reshape(-1, 1), self._b.reshape(-1, 1)
         self._hash_bytes = 8 if scheme == "affine64" else 4
         if scheme == "legacy":
             self.empty_value = int(_LOW32)
@@ -90,27 +94,24 @@ class MinHasher:
 
     def hash_shingles(self, shingles: Iterable[str | bytes]) -> np.ndarray:
         """SHA-1 input hashes (datasketch's ``sha1_hash32``/``sha1_hash64``) of the shingles."""
-        sha1 = hashlib.sha1
-        digests = b"".join(
-            [sha1(s.encode("utf-8") if isinstance(s, str) else s).digest() for s in shingles]
-        )
+        encoded = (s.encode("utf-8") if isinstance(s, str) else s for s in shingles)
+        digests = b"".join(map(_DIGEST, map(hashlib.sha1, encoded)))
         if self._hash_bytes == 4:
             return np.frombuffer(digests, dtype="<u4")[::5]  # a SHA-1 digest is 5 x 4 bytes
         first8 = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 20)[:, :8]
         return np.ascontiguousarray(first8).view("<u8").reshape(-1)
 
     def _permuted(self, hashes: np.ndarray) -> np.ndarray:
-        """(len(hashes), num_perm) permuted values, in the scheme's dtype."""
+        """``(num_perm, len(hashes))`` permuted values in the scheme's dtype (one row per permutation)."""
         if self.scheme == "legacy":
-            x = hashes.astype(np.uint64).reshape(-1, 1) * self._a
-            x += self._b  # both steps wrap modulo 2**64, as in datasketch
+            x = self._a_col * hashes.astype(np.uint64).reshape(1, -1)
+            x += self._b_col  # both steps wrap modulo 2**64, as in datasketch
             x %= _MERSENNE
             x &= _LOW32
             return x
         width = 32 if self.scheme == "affine32" else 64
-        h = _fmix(hashes.astype(self.dtype).reshape(-1, 1), width)
-        x = h * self._a
-        x += self._b
+        x = self._a_col * _fmix(hashes.astype(self.dtype).reshape(1, -1), width)
+        x += self._b_col
         return x
 
     # -- signatures ------------------------------------------------------------------------------
@@ -133,16 +134,15 @@ class MinHasher:
             return out
         hashes = self.hash_shingles(s for i in nonempty for s in sets[i])
         bounds = np.concatenate(([0], np.cumsum(counts[nonempty])))
-        # Process documents in chunks of about _ROWS_PER_CHUNK shingles to bound memory.
+        # Documents are processed in chunks of about _ROWS_PER_CHUNK shingles to bound memory; each
+        # chunk is one (num_perm, shingles) block reduced per document along its contiguous axis.
         start = 0
         while start < nonempty.size:
-            stop = start + 1
-            while stop < nonempty.size and bounds[stop + 1] - bounds[start] <= _ROWS_PER_CHUNK:
-                stop += 1
+            stop = int(np.searchsorted(bounds, bounds[start] + _ROWS_PER_CHUNK, side="right")) - 1
+            stop = min(max(stop, start + 1), nonempty.size)
             lo, hi = bounds[start], bounds[stop]
             block = self._permuted(hashes[lo:hi])
-            offsets = bounds[start:stop] - lo
-            out[nonempty[start:stop]] = np.minimum.reduceat(block, offsets, axis=0)
+            out[nonempty[start:stop]] = np.minimum.reduceat(block, bounds[start:stop] - lo, axis=1).T
             start = stop
         return out
 

@@ -54,7 +54,6 @@ _ORDER = ("email", "ip", "credit_card", "phone")
 # E-mail: found from each '@' (str.find), local part matched backwards in a window, domain forwards.
 _LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _LOCAL_RE = re.compile(r"[A-Za-z0-9._%+\-]{1,64}$")  # searched with endpos at the '@'
-
 _DOMAIN_RE = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![A-Za-z0-9\-]|\.[A-Za-z0-9])"
 )
@@ -72,7 +71,7 @@ _IPV6_RE = re.compile(
 )
 _HEX_GROUP_RE = re.compile(r"[0-9A-Fa-f]+")
 
-# Cards: 13-19 digits with optional single space/dash separators, not touching other digits or '+'.
+# Cards: 13-19 digits, solid or in printed groupings, not touching other digits or a '+'.
 _CARD_RE = re.compile(
     r"[0-9](?<![0-9+][0-9])(?<![0-9][ \-][0-9])"
     r"(?:[0-9]{12,18}"  # solid

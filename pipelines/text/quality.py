@@ -18,6 +18,7 @@ from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import filterfalse
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,22 @@ def _dup_stats(items: Sequence[str]) -> tuple[int, int]:
     return len(items) - len(unique), sum(map(len, items)) - sum(map(len, unique))
 
 
+_last_analysis: tuple[str, str | None, tuple[bool, list[str], list[str]]] | None = None
+
+
+def _analyse(text: str, lang: str | None) -> tuple[bool, list[str], list[str]]:
+    """(is CJK, words, non-blank lines) of text; the last result is memoised, as the presets usually
+    run one after another on the same document. Callers must not mutate the lists."""
+    global _last_analysis
+    last = _last_analysis
+    if last is not None and last[1] == lang and last[0] == text:
+        return last[2]
+    cjk = is_cjk(text, lang)
+    result = (cjk, tokenize_words(text, cjk), split_lines(text))
+    _last_analysis = (text, lang, result)
+    return result
+
+
 # --------------------------------------------------------------------------------------------------
 # Gopher quality
 
@@ -95,7 +112,7 @@ BULLETS: tuple[str, ...] = ("•", "-", "*", "●", "○", "◦", "▪", "■", 
 """Line starts that count as a bullet (Gopher: '•' and '-'; plus common list markers)."""
 _ELLIPSIS_LINE_ENDS = ("...", "…", "⋯")
 _ELLIPSIS_RE = re.compile(r"\.{3,}|[…⋯]+")  # one ellipsis per run: "……" is one Chinese ellipsis
-_NO_LETTER_WORD_RE = re.compile(r"^(?:[^\w\n]|[\d_])+$", re.M)
+_LETTER_RE = re.compile(r"[^\W\d_]")
 
 
 def gopher_quality(text: str, lang: str | None, cfg: GopherQualityConfig) -> Verdict:
@@ -108,18 +125,18 @@ def gopher_quality(text: str, lang: str | None, cfg: GopherQualityConfig) -> Ver
     language >= min_stop_words (skipped, with ``stop_words_checked = 0``, for a language without a list).
     """
     p = "gopher_quality"
-    cjk = is_cjk(text, lang)
-    words = tokenize_words(text, cjk)
+    cjk, words, lines = _analyse(text, lang)
     n_words = len(words)
-    lines = split_lines(text)
     n_lines = len(lines)
-    no_letter = len(_NO_LETTER_WORD_RE.findall("\n".join(words))) if words else 0
+    # fully alphabetic words (most, and every CJK character) are tested in C; the rest by regex
+    no_letter = sum(1 for w in filterfalse(str.isalpha, words) if not _LETTER_RE.search(w))
+    has_ellipsis = "..." in text or "…" in text or "⋯" in text
     signals = {
         f"{p}.cjk": float(cjk),
         f"{p}.word_count": float(n_words),
-        f"{p}.mean_word_length": _frac(sum(map(len, words)), n_words),
+        f"{p}.mean_word_length": _frac(len("".join(words)), n_words),
         f"{p}.hash_ratio": text.count("#") / max(n_words, 1),
-        f"{p}.ellipsis_ratio": len(_ELLIPSIS_RE.findall(text)) / max(n_words, 1),
+        f"{p}.ellipsis_ratio": (len(_ELLIPSIS_RE.findall(text)) if has_ellipsis else 0) / max(n_words, 1),
         f"{p}.bullet_line_frac": _frac(sum(1 for s in lines if s.startswith(BULLETS)), n_lines),
         f"{p}.ellipsis_line_frac": _frac(sum(1 for s in lines if s.endswith(_ELLIPSIS_LINE_ENDS)), n_lines),
         f"{p}.alpha_word_frac": _frac(n_words - no_letter, n_words),
@@ -161,7 +178,7 @@ def _ngram_thresholds(table: Mapping) -> list[tuple[int, float]]:
 # positions (ascending), a group id each (equal id = equal n-gram), whether each is its group's first
 # occurrence, and per group its count and first position.
 _Level = tuple[Any, Any, Any, list[int], list[int]]
-_NUMPY_MIN = 192  # below this many positions a dict beats numpy's per-call overhead
+_NUMPY_MIN = 128  # below this many positions a dict beats numpy's per-call overhead
 
 
 def _unigram_level(ids: np.ndarray) -> _Level:
@@ -252,6 +269,26 @@ def _greedy_dup_chars(pos: Any, group: Any, first: Any, cum: list[int], n: int) 
     return chars
 
 
+def _word_ids(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """(id per word, length per word, id bound, whether ids number words by first appearance)."""
+    n_words = len(words)
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=n_words)
+    longer = np.flatnonzero(lengths != 1)
+    if longer.size * 4 > n_words:  # mostly multi-character words: a dictionary numbers them
+        index = {w: i for i, w in enumerate(dict.fromkeys(words))}
+        return np.fromiter(map(index.__getitem__, words), np.int64, n_words), lengths, len(index), True
+    # mostly single characters (CJK): the code point is the id, read in C from the joined text;
+    # the few longer words (Latin words, numbers) get ids above the Unicode range
+    starts = np.zeros(n_words, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    ids = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32)[starts].astype(np.int64)
+    if longer.size:
+        long_words = [words[i] for i in longer.tolist()]
+        index = {w: 0x110000 + i for i, w in enumerate(dict.fromkeys(long_words))}
+        ids[longer] = np.fromiter(map(index.__getitem__, long_words), np.int64, longer.size)
+    return ids, lengths, int(ids.max()) + 1, False
+
+
 def _ngram_char_stats(
     words: Sequence[str], top_ns: Sequence[int], dup_ns: Sequence[int], spaced: bool
 ) -> tuple[dict[int, int], dict[int, int]]:
@@ -268,14 +305,15 @@ def _ngram_char_stats(
     max_n = min(max((*top_ns, *dup_ns), default=0), n_words)
     if max_n < 1:
         return top, dup
-    index = {w: i for i, w in enumerate(dict.fromkeys(words))}
-    vocab = len(index)
-    ids = np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=n_words)
+    ids, lengths, vocab, by_appearance = _word_ids(words)
     cum_arr = np.zeros(n_words + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=n_words), out=cum_arr[1:])
+    np.cumsum(lengths, out=cum_arr[1:])
     cum = cum_arr.tolist()
     ids_list: list[int] = []
-    pos, group, first, counts, first_pos = _unigram_level(ids)
+    if by_appearance:
+        pos, group, first, counts, first_pos = _unigram_level(ids)
+    else:
+        pos, group, first, counts, first_pos = _level_numpy(np.arange(n_words), ids)
     for n in range(1, max_n + 1):
         if n > 1 and len(pos) >= _NUMPY_MIN:
             room = pos <= n_words - n
@@ -310,10 +348,9 @@ def gopher_repetition(text: str, lang: str | None, cfg: GopherRepetitionConfig) 
     and signal names keep the configured n.
     """
     p = "gopher_repetition"
-    cjk = is_cjk(text, lang)
+    cjk, words, lines = _analyse(text, lang)
     n_chars = len(text)
     paragraphs = split_paragraphs(text)
-    lines = split_lines(text)
     dup_paras, dup_para_chars = _dup_stats(paragraphs)
     dup_lines, dup_line_chars = _dup_stats(lines)
     signals = {
@@ -331,7 +368,6 @@ def gopher_repetition(text: str, lang: str | None, cfg: GopherRepetitionConfig) 
     scale = max(int(cfg.cjk_ngram_scale), 1) if cjk else 1
     top_table = _ngram_thresholds(cfg.top_ngram_max_frac or {})
     dup_table = _ngram_thresholds(cfg.dup_ngram_max_frac or {})
-    words = tokenize_words(text, cjk)
     top, dup = _ngram_char_stats(
         words, [n * scale for n, _ in top_table], [n * scale for n, _ in dup_table], spaced=not cjk
     )
@@ -461,12 +497,11 @@ def fineweb_quality(text: str, lang: str | None, cfg: FineWebConfig) -> Verdict:
     newline_ratio: newlines per word > max.
     """
     p = "fineweb"
-    cjk = is_cjk(text, lang)
-    lines = split_lines(text)
+    cjk, words, lines = _analyse(text, lang)
     n_lines = len(lines)
     short_len = cfg.short_line_chars / 2 if cjk else cfg.short_line_chars
     n_newlines = text.count("\n")
-    n_words = len(tokenize_words(text, cjk))
+    n_words = len(words)
     signals = {
         f"{p}.lines": float(n_lines),
         f"{p}.terminal_punct_line_frac": _frac(sum(map(ends_with_terminal_punct, lines)), n_lines),

@@ -94,9 +94,7 @@ def encode_texts(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in encode(texts, add_special_tokens=False)]
 
 
-def heldout_stats(
-    tok: Tokenizer, docs: Iterable[tuple[str, str | None]], batch: int = 256
-) -> dict[str, Any]:
+def heldout_stats(tok: Tokenizer, docs: Iterable[tuple[str, str | None]], batch: int = 256) -> dict[str, Any]:
     """Bytes per token and share of the vocabulary used on held-out ``(text, lang)`` documents.
 
     Reported per language bucket (en, zh, other) and overall; buckets without documents are omitted.

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipelines import schemas, storage
 
 
-def make_document(text: str, *, lang: str | None = None, doc_id: str | None = None, source: str = "mem") -> dict:
+def make_document(
+    text: str, *, lang: str | None = None, doc_id: str | None = None, source: str = "mem"
+) -> dict:
     """A ``DOCUMENTS`` row; the id defaults to a hash of the text."""
     return {
         "id": doc_id or hashlib.sha1(text.encode("utf-8")).hexdigest()[:20],
@@ -35,9 +38,8 @@ def write_documents_stage(
     """Write ``documents`` as shards of ``shard_docs`` rows and commit them as ``stage``."""
     version = storage.new_version(data_dir, stage, "fixture")
     writer: storage.ShardWriter | None = None
-    n = 0
-    for doc in documents:
-        if writer is None or n % shard_docs == 0:
+    for n, doc in enumerate(documents):
+        if n % shard_docs == 0:
             if writer is not None:
                 writer.close()
             writer = storage.ShardWriter(
@@ -47,8 +49,8 @@ def write_documents_stage(
                 max_shard_bytes=1 << 62,
                 row_group_rows=row_group_rows,
             )
+        assert writer is not None
         writer.write(doc)
-        n += 1
     if writer is not None:
         writer.close()
     storage.commit(
@@ -61,3 +63,60 @@ def write_documents_stage(
         },
     )
     return version
+
+
+_EN_WORDS = [
+    "the",
+    "river",
+    "runs",
+    "past",
+    "old",
+    "stone",
+    "walls",
+    "while",
+    "children",
+    "count",
+    "boats",
+    "and",
+    "merchants",
+    "argue",
+    "about",
+    "grain",
+    "prices",
+    "near",
+    "the",
+    "harbour",
+    "before",
+    "the",
+    "evening",
+    "bells",
+    "ring",
+    "across",
+    "quiet",
+    "streets",
+    "of",
+    "the",
+    "town",
+]
+_ZH_CHARS = "天下大势分久必合合久必分春风又绿江南岸明月何时照我还山川草木日月星辰学而时习之不亦说乎"
+
+
+def synthetic_documents(n: int, seed: int = 0) -> list[dict]:
+    """``n`` small deterministic documents: English, Chinese and mixed, with odd whitespace and emoji."""
+
+    rng = random.Random(seed)
+    docs = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            body = " ".join(rng.choice(_EN_WORDS) for _ in range(rng.randint(5, 60)))
+            text, lang = ("  " if i % 4 == 0 else "") + body.capitalize() + ".\n", "en"
+        elif kind == 1:
+            body = "".join(rng.choice(_ZH_CHARS) for _ in range(rng.randint(5, 80)))
+            text, lang = body[: len(body) // 2] + "，" + body[len(body) // 2 :] + "。\n\n", "zh"
+        else:
+            en = " ".join(rng.choice(_EN_WORDS) for _ in range(rng.randint(2, 10)))
+            zh = "".join(rng.choice(_ZH_CHARS) for _ in range(rng.randint(2, 10)))
+            text, lang = f"\n{en} {zh} 😀 cafe\u0301 {i}", "und"
+        docs.append(make_document(text, lang=lang, doc_id=f"doc-{seed}-{i:06d}", source=f"synthetic/{kind}"))
+    return docs

@@ -136,7 +136,8 @@ class TokenizePack(beam.PTransform):
         window, per_shard = self.cfg.seq_len + 1, self.cfg.sequences_per_shard
         return (
             shards
-            | "Encode" >> beam.ParDo(
+            | "Encode"
+            >> beam.ParDo(
                 EncodeShardFn(self.tokenizer_file, self.work_dir, self.cfg, self.dtype, self.threads)
             )
             | "BySplit" >> beam.GroupByKey()
@@ -184,7 +185,9 @@ def summarize(root: Path, cfg: DatasetConfig) -> dict[str, Any]:
             "sequences": sequences,
             "tokens": tokens,
             "documents": int(summary["documents"]),
-            "shards": [{"path": i["path"], "sequences": i["sequences"], "sha256": i["sha256"]} for i in infos],
+            "shards": [
+                {"path": i["path"], "sequences": i["sequences"], "sha256": i["sha256"]} for i in infos
+            ],
         }
         doc_index[split] = {
             "rows": sum(i["index_rows"] for i in infos),

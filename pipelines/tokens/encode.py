@@ -45,7 +45,9 @@ class SegmentWriter:
         self.bytes = 0
         self.langs: dict[str, dict[str, int]] = {}
 
-    def add(self, doc_ids: list[str], ids: list[list[int]], langs: list[str | None], nbytes: list[int]) -> None:
+    def add(
+        self, doc_ids: list[str], ids: list[list[int]], langs: list[str | None], nbytes: list[int]
+    ) -> None:
         """Append documents whose token lists already end with EOT."""
         lengths = [len(x) for x in ids]
         flat = np.fromiter(chain.from_iterable(ids), dtype=self.dtype, count=sum(lengths))
@@ -113,7 +115,10 @@ def encode_shard(
         if split not in writers:
             writers[split] = SegmentWriter(work_dir, split, key, dtype)
         writers[split].add(
-            [d for d, _, _ in docs], ids, [lang for _, _, lang in docs], [len(t.encode("utf-8")) for _, t, _ in docs]
+            [d for d, _, _ in docs],
+            ids,
+            [lang for _, _, lang in docs],
+            [len(t.encode("utf-8")) for _, t, _ in docs],
         )
         pending[split] = []
 

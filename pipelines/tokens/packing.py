@@ -111,9 +111,7 @@ def to_windows(tokens: np.ndarray, window: int, pad_id: int) -> np.ndarray:
     return out.reshape(n, window)
 
 
-def doc_pieces(
-    lengths: np.ndarray, first_start: int, lo: int, hi: int, window: int
-) -> dict[str, np.ndarray]:
+def doc_pieces(lengths: np.ndarray, first_start: int, lo: int, hi: int, window: int) -> dict[str, np.ndarray]:
     """Where documents land in windows, for the stream range ``[lo, hi)``.
 
     ``lengths`` are consecutive documents' token counts (EOT included), the first starting at

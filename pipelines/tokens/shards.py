@@ -60,7 +60,9 @@ def pack_shard(task: ShardTask, window: int, pad_id: int, dtype: str) -> PackedS
     tables = []
     for p in task.parts:
         docs = read_segment_docs(p.segment)
-        rows = doc_pieces(docs.column("tokens").to_numpy(), p.offset, task.token_start, task.token_end, window)
+        rows = doc_pieces(
+            docs.column("tokens").to_numpy(), p.offset, task.token_start, task.token_end, window
+        )
         tables.append(
             pa.table(
                 {
@@ -107,7 +109,9 @@ def write_parquet(path: Path, table: pa.Table) -> str:
     return digest
 
 
-def write_packed_shard(root: str | os.PathLike, shard: PackedShard, dtype: str, eot_id: int) -> dict[str, Any]:
+def write_packed_shard(
+    root: str | os.PathLike, shard: PackedShard, dtype: str, eot_id: int
+) -> dict[str, Any]:
     """Write the shard, its document index and its sidecar under the version directory ``root``."""
     root = Path(root)
     rel = f"{shard.split}/{shard_name(shard.index)}"

@@ -105,5 +105,10 @@ def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> StageResult:
     except BaseException:
         storage.discard(version)
         raise
-    log.info("tokenizer %s: vocab %d from %d sampled documents", version.name, tok.get_vocab_size(), sample.documents)
+    log.info(
+        "tokenizer %s: vocab %d from %d sampled documents",
+        version.name,
+        tok.get_vocab_size(),
+        sample.documents,
+    )
     return StageResult(version, manifest, {})

@@ -1,0 +1,124 @@
+"""Connected components: Beam large-star/small-star rounds vs the single-node union-find."""
+
+import random
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipelines.dedup.components import (
+    ComponentsNotConverged,
+    ConnectedComponents,
+    cc_convergence,
+    star_components,
+    union_find_components,
+)
+
+
+def _pipeline():
+    return TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+
+
+def _run(edges, max_rounds, expected=None, on_unconverged="raise"):
+    p = _pipeline()
+    out = p | beam.Create(edges) | ConnectedComponents(max_rounds, on_unconverged=on_unconverged)
+    if expected is not None:
+        assert_that(out, equal_to(sorted(expected.items())))
+    result = p.run()
+    result.wait_until_finish()
+    return cc_convergence(result.metrics(), max_rounds)
+
+
+def _random_graph(rng, prefix, n_nodes, n_edges):
+    nodes = [f"{prefix}{rng.getrandbits(32):08x}" for _ in range(n_nodes)]
+    return [(rng.choice(nodes), rng.choice(nodes)) for _ in range(n_edges)]
+
+
+# -- pure ---------------------------------------------------------------------------------------
+
+
+def test_union_find_chain_is_one_component_labelled_by_minimum():
+    labels = union_find_components([("b", "c"), ("c", "a"), ("x", "y")])
+    assert labels == {"a": "a", "b": "a", "c": "a", "x": "x", "y": "x"}
+
+
+def test_star_rounds_equal_union_find_on_random_graphs():
+    rng = random.Random(3)
+    for i in range(150):
+        edges = _random_graph(rng, f"g{i}-", rng.randint(2, 120), rng.randint(0, 150))
+        labels, history = star_components(edges)
+        assert labels == union_find_components(edges)
+        assert history == [] or history[-1] == 0
+
+
+def test_star_rounds_on_a_long_path_need_several_rounds():
+    ids = [f"n{i:03d}" for i in range(200)]
+    labels, history = star_components([(ids[i], ids[i + 1]) for i in range(199)])
+    assert set(labels.values()) == {"n000"}
+    assert len(history) > 3 and history[-1] == 0 and all(h > 0 for h in history[:-1])
+
+
+# -- Beam ---------------------------------------------------------------------------------------
+
+
+def test_beam_chain_star_and_several_components():
+    edges = [
+        ("A", "B"),
+        ("B", "C"),  # chain: A and C end up together although they share no edge
+        ("m", "z"),
+        ("m", "b"),
+        ("m", "q"),
+        ("q", "m"),  # star around "m" whose minimum is the leaf "b"; duplicate reversed edge
+        ("solo", "solo"),  # self-loop: a singleton
+        ("x1", "x2"),
+        ("x2", "x1"),
+    ]
+    expected = {
+        "A": "A",
+        "B": "A",
+        "C": "A",
+        "b": "b",
+        "m": "b",
+        "q": "b",
+        "z": "b",
+        "solo": "solo",
+        "x1": "x1",
+        "x2": "x1",
+    }
+    rounds, converged = _run(edges, 4, expected)
+    assert converged and 1 <= rounds < 4
+
+
+def test_beam_long_path_counts_rounds_like_the_pure_run():
+    rng = random.Random(11)
+    ids = [f"p{rng.getrandbits(40):010x}" for _ in range(200)]
+    edges = [(ids[i], ids[i + 1]) for i in range(199)]
+    labels, history = star_components(edges)
+    rounds, converged = _run(edges, len(history) + 1, union_find_components(edges))
+    assert converged
+    assert rounds == len(history) - 1 and rounds > 3
+
+
+def test_beam_random_graphs_equal_union_find():
+    rng = random.Random(5)
+    edges = []
+    for g in range(25):
+        edges += _random_graph(rng, f"r{g}-", rng.randint(2, 60), rng.randint(1, 70))
+    needed = len(star_components(edges)[1])
+    assert _run(edges, needed + 1, union_find_components(edges)) == (needed - 1, True)
+
+
+def test_beam_raises_when_last_round_still_changes():
+    ids = [f"n{i:03d}" for i in range(64)]
+    edges = [(ids[i], ids[i + 1]) for i in range(63)]
+    with pytest.raises(Exception, match="did not converge in 2 rounds"):
+        _run(edges, 2)
+
+
+def test_beam_count_mode_flags_instead_of_failing():
+    ids = [f"n{i:03d}" for i in range(64)]
+    edges = [(ids[i], ids[i + 1]) for i in range(63)]
+    assert _run(edges, 2, on_unconverged="count") == (2, False)
+    assert issubclass(ComponentsNotConverged, RuntimeError)

@@ -79,13 +79,114 @@ BOILERPLATE = {
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"\S+")
 
-_FALLBACK_EN = (
-    "the of and to in that it is was he for on are as with his they at be this have from or one had by "
-    "word but not what all were we when your can said there use an each which she do how their if will "
-    "up other about out many then them these so some her would make like him into time has look two more "
-    "write go see number no way could people my than first water been call who oil its now find long down "
-    "day did get come made may part river king castle garden letter morning winter soldier merchant"
-).split()
+_FALLBACK_EN = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "that",
+    "it",
+    "is",
+    "was",
+    "he",
+    "for",
+    "on",
+    "are",
+    "as",
+    "with",
+    "his",
+    "they",
+    "at",
+    "be",
+    "this",
+    "have",
+    "from",
+    "or",
+    "one",
+    "had",
+    "by",
+    "word",
+    "but",
+    "not",
+    "what",
+    "all",
+    "were",
+    "we",
+    "when",
+    "your",
+    "can",
+    "said",
+    "there",
+    "use",
+    "an",
+    "each",
+    "which",
+    "she",
+    "do",
+    "how",
+    "their",
+    "if",
+    "will",
+    "up",
+    "other",
+    "about",
+    "out",
+    "many",
+    "then",
+    "them",
+    "these",
+    "so",
+    "some",
+    "her",
+    "would",
+    "make",
+    "like",
+    "him",
+    "into",
+    "time",
+    "has",
+    "look",
+    "two",
+    "more",
+    "write",
+    "go",
+    "see",
+    "number",
+    "no",
+    "way",
+    "could",
+    "people",
+    "my",
+    "than",
+    "first",
+    "water",
+    "been",
+    "call",
+    "who",
+    "oil",
+    "its",
+    "now",
+    "find",
+    "long",
+    "down",
+    "day",
+    "did",
+    "get",
+    "come",
+    "made",
+    "may",
+    "part",
+    "river",
+    "king",
+    "castle",
+    "garden",
+    "letter",
+    "morning",
+    "winter",
+    "soldier",
+    "merchant",
+]
 _FALLBACK_ZH = (
     "天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏闰余成岁律吕调阳云腾致雨露结为霜金生丽水玉出昆冈"
     "剑号巨阙珠称夜光果珍李柰菜重芥姜海咸河淡鳞潜羽翔龙师火帝鸟官人皇始制文字乃服衣裳推位让国有虞陶唐"
@@ -96,7 +197,9 @@ _FALLBACK_ZH = (
 # -- base documents -------------------------------------------------------------------------------
 
 
-def _chunks(paragraphs: Iterator[str], rng: random.Random, lo: int = 1000, hi: int = 3000) -> Iterator[list[str]]:
+def _chunks(
+    paragraphs: Iterator[str], rng: random.Random, lo: int = 1000, hi: int = 3000
+) -> Iterator[list[str]]:
     """Group consecutive paragraphs into documents of ``lo``-``hi`` UTF-8 bytes (target drawn per doc)."""
     target, cur, size = rng.randint(lo, hi), [], 0
     for para in paragraphs:

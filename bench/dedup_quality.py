@@ -123,7 +123,9 @@ def evaluate_corpus(records: list[dict[str, Any]], cfg: DedupConfig, scheme: str
 def main() -> None:
     defaults = DedupConfig()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", type=Path, default=None, help="JSONL from dedup_corpus.py (default: generate)")
+    ap.add_argument(
+        "--corpus", type=Path, default=None, help="JSONL from dedup_corpus.py (default: generate)"
+    )
     ap.add_argument("--families", type=int, default=300)
     ap.add_argument("--singletons", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7, help="corpus seed when generating")

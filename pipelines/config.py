@@ -241,6 +241,11 @@ class BiasConfig:
     cda_fraction: float = _f(0.0, "Fraction of English documents to add gender-swapped copies of (0 = off).")
     max_source_fraction: float = _f(1.0, "Cap on any single source's share of output characters (1.0 = off).")
     seed: int = _f(1, "Seed for the deterministic CDA and balancing samples.")
+    source_key: str = _f(
+        "source",
+        "meta (JSON) field naming a document's source for balancing; when it is '' or absent from a "
+        "document, the source is the first path component of the document's source column.",
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def _datasketch(shingle_set, num_perm, seed, scheme):
 def _random_texts(n, seed):
     rng = random.Random(seed)
     zh = "天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏，。"
-    en = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    en = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
     out = []
     for _ in range(n):
         if rng.random() < 0.5:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.testing.util import assert_that
 
 from pipelines.config import DedupConfig
 from pipelines.dedup.decisions import DedupDecisions
@@ -105,7 +105,7 @@ def test_beam_near_clusters_equal_local_on_generated_corpus_and_chain(small_corp
     bands, rows = optimal_bands_rows(cfg.threshold, cfg.num_perm, cfg.fp_weight, cfg.fn_weight)
     expected = near_duplicate_clusters_local(docs, bands, rows, cfg.threshold)
     assert sum(d["kind"] == "near" and not d["kept"] for d in expected) > 5
-    assert {d["cluster_id"] for d in expected if d["doc_id"] in "ABC"} == {"B"}
+    assert {d["cluster_id"] for d in expected if d["doc_id"] in ("A", "B", "C")} == {"B"}
     with _pipeline() as p:
         out = p | beam.Create(docs) | NearDuplicateClusters(bands, rows, cfg.threshold, max_cc_rounds=4)
         assert_that(out, _close(expected))

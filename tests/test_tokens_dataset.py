@@ -39,7 +39,7 @@ def corpus() -> list[dict]:
 def built(tmp_path_factory: pytest.TempPathFactory):
     data_dir = tmp_path_factory.mktemp("tokens")
     docs = corpus()
-    write_documents_stage(data_dir, docs, shard_docs=20)
+    write_documents_stage(data_dir, docs, shard_docs=20, row_group_rows=7)
     cfg = load_config(
         overrides={
             "paths": {"data_dir": str(data_dir)},
@@ -91,7 +91,7 @@ def test_encode_pack_transform_with_test_pipeline(built, tmp_path: Path):
     with TestPipeline(options=beam.options.pipeline_options.PipelineOptions(["--runner=FnApiRunner"])) as p:
         packed = (
             p
-            | beam.Create(shard_splits(upstream))
+            | beam.Create(dataset.work_units(shard_splits(upstream)))
             | dataset.TokenizePack(tok_file, str(tmp_path / "work"), cfg.dataset, "uint16")
             | beam.Map(lambda s: (s.split, s.index, s.windows.tolist()))
         )

@@ -21,7 +21,7 @@ def file_digests(root: Path) -> dict[str, str]:
 
 
 def test_one_and_two_workers_give_identical_shards(tmp_path: Path):
-    write_documents_stage(tmp_path, synthetic_documents(160, seed=9), shard_docs=16)
+    write_documents_stage(tmp_path, synthetic_documents(160, seed=9), shard_docs=40, row_group_rows=9)
     cfg = load_config(
         overrides={
             "paths": {"data_dir": str(tmp_path)},

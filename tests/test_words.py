@@ -119,7 +119,16 @@ def test_split_lines_and_paragraphs() -> None:
 def test_terminal_punct_covers_ascii_and_cjk() -> None:
     for mark in (".", "!", "?", '"', "。", "！", "？", "…", "」", "』", "”"):
         assert mark in TERMINAL_PUNCT
-    for line in ("He left.", "Really?  ", "他走了。", "“走吧！”", "「好。」", "他想了想……", "(see the note.)", "（《艺文志》。）"):
+    for line in (
+        "He left.",
+        "Really?  ",
+        "他走了。",
+        "“走吧！”",
+        "「好。」",
+        "他想了想……",
+        "(see the note.)",
+        "（《艺文志》。）",
+    ):
         assert ends_with_terminal_punct(line), line
     for line in ("A heading", "他说：", "(see the note)", "列表，", ""):
         assert not ends_with_terminal_punct(line), line
@@ -135,7 +144,7 @@ def test_count_sentences_ascii_and_cjk() -> None:
 
 
 def test_stop_word_lists() -> None:
-    assert ENGLISH_GOPHER == {"the", "be", "to", "of", "and", "that", "have", "with"}
+    assert {"the", "be", "to", "of", "and", "that", "have", "with"} == ENGLISH_GOPHER
     assert set("的了是在不和有也这我之而其以于者曰乎矣") <= CHINESE
     assert all(len(w) == 1 for w in CHINESE)  # CJK words are single characters
     assert stop_words_for("zh-Hant") is CHINESE and stop_words_for("en-GB") is ENGLISH_GOPHER

@@ -15,6 +15,7 @@ Matching rules (shared by toxicity and representation counting):
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from functools import cache
@@ -82,6 +83,24 @@ def has_cjk(text: str) -> bool:
 
 def _resource_text(*parts: str) -> str:
     return files("pipelines").joinpath("data", "lexicons", *parts).read_text(encoding="utf-8")
+
+
+@cache
+def data_version() -> str:
+    """Short hash of every word-list file (names and bytes), for stage fingerprints: editing a list
+    changes scores, so it must change the fingerprint of every output computed from it."""
+    h = hashlib.sha256()
+
+    def walk(node: Any, prefix: str) -> None:
+        for child in sorted(node.iterdir(), key=lambda c: c.name):
+            name = f"{prefix}/{child.name}"
+            if child.is_dir():
+                walk(child, name)
+            else:
+                h.update(name.encode() + b"\0" + child.read_bytes() + b"\0")
+
+    walk(files("pipelines").joinpath("data", "lexicons"), "")
+    return h.hexdigest()[:16]
 
 
 @cache

@@ -202,7 +202,9 @@ class ConnectedComponents(beam.PTransform):
     ``max_rounds`` still changed edges; ``"count"`` only sets the counter ``<namespace>:unconverged``.
     """
 
-    def __init__(self, max_rounds: int = 30, namespace: str = NAMESPACE, on_unconverged: str = "raise") -> None:
+    def __init__(
+        self, max_rounds: int = 30, namespace: str = NAMESPACE, on_unconverged: str = "raise"
+    ) -> None:
         super().__init__()
         if max_rounds < 1:
             raise ValueError("max_rounds must be >= 1")

@@ -230,7 +230,9 @@ class NearDuplicateClusters(beam.PTransform):
             | "JoinComponents" >> beam.CoGroupByKey()
             | "SplitUnique" >> beam.FlatMap(_split_by_component).with_outputs("unique", main="members")
         )
-        pairs = split.members | "ByComponent" >> beam.GroupByKey() | "Survivors" >> beam.FlatMap(_survivor_pairs)
+        pairs = (
+            split.members | "ByComponent" >> beam.GroupByKey() | "Survivors" >> beam.FlatMap(_survivor_pairs)
+        )
         kept = (
             pairs
             | "SurvivorsOnly" >> beam.Filter(lambda p: p[0] == p[1])

@@ -87,7 +87,7 @@ def _word_ngrams(words: list[str], n: int) -> set[str]:
     for w in words[:-1]:
         starts.append(starts[-1] + len(w) + 1)
     ends = [st + len(w) for st, w in zip(starts, words, strict=True)]
-    return {joined[a:b] for a, b in zip(starts, ends[n - 1 :])}
+    return {joined[a:b] for a, b in zip(starts[: len(words) - n + 1], ends[n - 1 :], strict=True)}
 
 
 def shingles(text: str, ngram: int = 5, cjk_ngram: int = 5) -> set[str]:

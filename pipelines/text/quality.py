@@ -281,7 +281,9 @@ def _word_ids(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int, bool]:
     # the few longer words (Latin words, numbers) get ids above the Unicode range
     starts = np.zeros(n_words, dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
-    ids = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32)[starts].astype(np.int64)
+    ids = np.frombuffer("".join(words).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)[starts].astype(
+        np.int64
+    )
     if longer.size:
         long_words = [words[i] for i in longer.tolist()]
         index = {w: 0x110000 + i for i, w in enumerate(dict.fromkeys(long_words))}

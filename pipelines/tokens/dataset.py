@@ -2,8 +2,8 @@
 
 Pipeline::
 
-    Create(upstream shards) | Reshuffle
-      | EncodeShard     one upstream shard -> a token segment per split (batched encode_batch + EOT)
+    Create(work units) | Reshuffle
+      | EncodeShard     one upstream row group -> a token segment per split (batched encode_batch + EOT)
       | GroupByKey      by split: only small segment descriptors travel, never tokens
       | PlanShards      segments in upstream order -> one task per output shard (global offsets)
       | Reshuffle
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines import storage
@@ -70,8 +71,20 @@ def configure_threads(threads: int) -> None:
         os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
 
 
+def work_units(shards: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
+    """``(key, path, row group)`` for every row group of the upstream ``(key, path)`` shards.
+
+    Keys sort in upstream order (``<shard key>-<row group>``), which is the packing order.
+    """
+    units = []
+    for key, path in shards:
+        for rg in range(pq.ParquetFile(path).metadata.num_row_groups):
+            units.append((f"{key}-{rg:05d}", path, rg))
+    return units
+
+
 class EncodeShardFn(beam.DoFn):
-    """``(key, shard path)`` -> ``(split, Segment)`` for each split with documents in the shard."""
+    """``(key, path, row group)`` -> ``(split, Segment)`` for each split with documents in it."""
 
     def __init__(self, tokenizer_file: str, work_dir: str, cfg: DatasetConfig, dtype: str, threads: int):
         self.tokenizer_file, self.work_dir, self.cfg = tokenizer_file, work_dir, cfg
@@ -84,10 +97,10 @@ class EncodeShardFn(beam.DoFn):
         configure_threads(self.threads)
         self.tok = load_tokenizer(self.tokenizer_file)
 
-    def process(self, element: tuple[str, str]) -> Iterator[tuple[str, Any]]:
+    def process(self, element: tuple[str, str, int]) -> Iterator[tuple[str, Any]]:
         if self.tok is None:
             self.setup()
-        key, path = element
+        key, path, row_group = element
         for seg in encode_shard(
             path,
             key,
@@ -97,6 +110,7 @@ class EncodeShardFn(beam.DoFn):
             val_fraction=self.cfg.val_fraction,
             batch_docs=self.cfg.encode_batch,
             eot_id=EOT_ID,
+            row_groups=[row_group],
         ):
             self.docs[seg.split].inc(seg.documents)
             self.tokens[seg.split].inc(seg.tokens)
@@ -125,7 +139,7 @@ class WriteShardFn(beam.DoFn):
 
 
 class TokenizePack(beam.PTransform):
-    """``(key, upstream shard path)`` elements -> :class:`PackedShard` elements (windows + index)."""
+    """:func:`work_units` elements -> :class:`PackedShard` elements (windows + document index)."""
 
     def __init__(self, tokenizer_file: str, work_dir: str, cfg: DatasetConfig, dtype: str, threads: int = 1):
         super().__init__()
@@ -158,7 +172,7 @@ def build_pipeline(
 ) -> None:
     _ = (
         pipeline
-        | "Shards" >> beam.Create(splits)
+        | "WorkUnits" >> beam.Create(work_units(splits))
         | "Distribute" >> beam.Reshuffle()
         | "TokenizePack" >> TokenizePack(tokenizer_file, f"{root}/{WORK_DIR}", cfg, dtype, threads)
         | "Write" >> beam.ParDo(WriteShardFn(root, dtype))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
@@ -100,37 +101,34 @@ def encode_shard(
     val_fraction: float,
     batch_docs: int,
     eot_id: int,
+    row_groups: list[int] | None = None,
 ) -> Iterator[Segment]:
-    """Encode every document of one Parquet shard; yields one segment per non-empty split."""
+    """Encode the documents of one Parquet shard (or of its ``row_groups``); one segment per split."""
     writers: dict[str, SegmentWriter] = {}
-    pending: dict[str, list[tuple[str, str, str | None]]] = {s: [] for s in SPLITS}
+    pending: dict[str, list[tuple[str, str, str | None, int]]] = {s: [] for s in SPLITS}
 
     def flush(split: str) -> None:
         docs = pending[split]
         if not docs:
             return
-        ids = encode_texts(tok, [text for _, text, _ in docs])
+        ids = encode_texts(tok, [d[1] for d in docs])
         for x in ids:
             x.append(eot_id)
         if split not in writers:
             writers[split] = SegmentWriter(work_dir, split, key, dtype)
-        writers[split].add(
-            [d for d, _, _ in docs],
-            ids,
-            [lang for _, _, lang in docs],
-            [len(t.encode("utf-8")) for _, t, _ in docs],
-        )
+        writers[split].add([d[0] for d in docs], ids, [d[2] for d in docs], [d[3] for d in docs])
         pending[split] = []
 
     try:
         pf = pq.ParquetFile(path)
         has_lang = "lang" in pf.schema_arrow.names
         columns = ["id", "text", "lang"] if has_lang else ["id", "text"]
-        for batch in pf.iter_batches(batch_size=batch_docs, columns=columns):
+        for batch in pf.iter_batches(batch_size=batch_docs, columns=columns, row_groups=row_groups):
             ids = batch.column("id").to_pylist()
             texts = batch.column("text").to_pylist()
+            sizes = pc.binary_length(batch.column("text")).to_pylist()
             langs = batch.column("lang").to_pylist() if has_lang else [None] * len(ids)
-            for doc in zip(ids, texts, langs, strict=True):
+            for doc in zip(ids, texts, langs, sizes, strict=True):
                 split = split_of(doc[0], val_fraction)
                 pending[split].append(doc)
                 if len(pending[split]) >= batch_docs:

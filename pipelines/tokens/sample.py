@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.tokens.splits import VAL, in_sample, split_of
@@ -43,37 +45,50 @@ class DocumentSample:
     def batches(self) -> Iterator[list[str]]:
         """Lists of up to ``batch_docs`` sampled texts, in shard and row order."""
         buf: list[str] = []
-        for doc_id, text, lang in self._rows():
-            self.documents_seen += 1
-            if split_of(doc_id, self.val_fraction) == VAL:
-                self._keep_heldout(text, lang)
-                continue
-            if not in_sample(doc_id, self.seed, self.rate):
-                continue
-            buf.append(text)
-            self.documents += 1
-            self.bytes += len(text.encode("utf-8"))
-            if len(buf) >= self.batch_docs:
-                yield buf
-                buf = []
-            if self.bytes >= self.max_bytes:
-                self.capped = True
-                break
+        for texts, sizes in self._selected():
+            for text, size in zip(texts, sizes, strict=True):
+                buf.append(text)
+                self.documents += 1
+                self.bytes += size
+                if len(buf) >= self.batch_docs:
+                    yield buf
+                    buf = []
+                if self.bytes >= self.max_bytes:
+                    self.capped = True
+                    if buf:
+                        yield buf
+                    return
         if buf:
             yield buf
 
-    def _keep_heldout(self, text: str, lang: str | None) -> None:
-        if self.heldout_size < self.heldout_bytes:
-            self.heldout.append((text, lang))
-            self.heldout_size += len(text.encode("utf-8"))
+    def _selected(self) -> Iterator[tuple[list[str], list[int]]]:
+        """Per Parquet batch: the sampled texts and their UTF-8 sizes (val documents set aside).
 
-    def _rows(self) -> Iterator[tuple[str, str, str | None]]:
+        Rows are chosen from the ``id`` column first; only the chosen texts become Python strings.
+        """
         for path in self.paths:
             pf = pq.ParquetFile(path)
             names = set(pf.schema_arrow.names)
             columns = [c for c in COLUMNS if c in names]
             for batch in pf.iter_batches(batch_size=self.read_rows, columns=columns):
                 ids = batch.column("id").to_pylist()
-                texts = batch.column("text").to_pylist()
-                langs = batch.column("lang").to_pylist() if "lang" in names else [None] * len(ids)
-                yield from zip(ids, texts, langs, strict=True)
+                self.documents_seen += len(ids)
+                is_val = [split_of(i, self.val_fraction) == VAL for i in ids]
+                if self.heldout_size < self.heldout_bytes and any(is_val):
+                    self._keep_heldout(batch, is_val, "lang" in names)
+                keep = [
+                    not v and in_sample(i, self.seed, self.rate) for i, v in zip(ids, is_val, strict=True)
+                ]
+                if any(keep):
+                    texts = batch.column("text").filter(pa.array(keep))
+                    yield texts.to_pylist(), pc.binary_length(texts).to_pylist()
+
+    def _keep_heldout(self, batch: pa.RecordBatch, is_val: list[bool], has_lang: bool) -> None:
+        mask = pa.array(is_val)
+        texts = batch.column("text").filter(mask).to_pylist()
+        langs = batch.column("lang").filter(mask).to_pylist() if has_lang else [None] * len(texts)
+        for text, lang in zip(texts, langs, strict=True):
+            if self.heldout_size >= self.heldout_bytes:
+                break
+            self.heldout.append((text, lang))
+            self.heldout_size += len(text.encode("utf-8"))

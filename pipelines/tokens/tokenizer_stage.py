@@ -13,16 +13,27 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines import storage
-from pipelines.beam_stage import StageResult
 from pipelines.config import CorpusforgeConfig, fingerprint, to_dict
 from pipelines.tokens.bpe import EOT_ID, MASK_ID, PAD_ID, SPECIAL_TOKENS, heldout_stats, train_bpe
 from pipelines.tokens.sample import DocumentSample
 from pipelines.tokens.splits import sample_rate
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizerResult:
+    """What :func:`run` committed (the fields of ``beam_stage.StageResult``, without importing Beam)."""
+
+    version: storage.StageVersion
+    manifest: dict[str, Any]
+    counters: dict[str, int] = field(default_factory=dict)
+    reused: bool = False
+
 
 STAGE = "tokenizer"
 UPSTREAM = "filtered"
@@ -35,7 +46,7 @@ def tokenizer_path(version: storage.StageVersion) -> str:
     return str(version.path / TOKENIZER_FILE)
 
 
-def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> StageResult:
+def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> TokenizerResult:
     """Train the tokenizer on the committed ``filtered`` stage into a new ``tokenizer`` version."""
     data_dir = cfg.paths.data_dir
     upstream = storage.current_version(data_dir, UPSTREAM, asset_hint=UPSTREAM_ASSET)
@@ -43,7 +54,7 @@ def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> StageResult:
     fp = fingerprint(STAGE, section, upstream.name)
     if reuse and (found := storage.find_reusable(data_dir, STAGE, fp)):
         storage.point_current(found)
-        return StageResult(found, found.manifest(), {}, reused=True)
+        return TokenizerResult(found, found.manifest(), reused=True)
 
     up_docs = upstream.manifest().get("documents") or {"bytes": 0, "rows": 0}
     t = cfg.tokenizer
@@ -111,4 +122,4 @@ def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> StageResult:
         tok.get_vocab_size(),
         sample.documents,
     )
-    return StageResult(version, manifest, {})
+    return TokenizerResult(version, manifest)

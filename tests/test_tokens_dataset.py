@@ -226,3 +226,25 @@ def test_audits_report_corrupt_missing_and_overlapping(committed, tmp_path: Path
     pq.write_table(table.set_column(1, "doc_id", pa.array(ids, pa.string())), val_file)
     problems = verify.audit_splits(root)["problems"]
     assert any(train_id in p and "both train and val" in p for p in problems)
+
+
+def test_empty_validation_split_and_uint32_dtype(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    write_documents_stage(tmp_path, synthetic_documents(12, seed=8), shard_docs=5)
+    cfg = load_config(
+        overrides={
+            "paths": {"data_dir": str(tmp_path)},
+            "tokenizer": {"vocab_size": 300},
+            "dataset": {"seq_len": 8, "val_fraction": 0.0, "sequences_per_shard": 1000},
+        }
+    )
+    tokenizer_stage.run(cfg)
+    monkeypatch.setattr(dataset, "token_dtype", lambda vocab: "uint32")  # as if the vocab were > 65,536
+    opts = beam.options.pipeline_options.PipelineOptions(["--runner=FnApiRunner"])
+    m = dataset.run(cfg, opts).manifest
+    assert m["dtype"] == "uint32"
+    assert m["splits"]["val"] == {"sequences": 0, "tokens": 0, "documents": 0, "shards": []}
+    assert m["splits"]["train"]["documents"] == 12 and len(m["splits"]["train"]["shards"]) == 1
+    root = storage.current_version(tmp_path, "tokens").path
+    assert verify.audit_shards(root)["problems"] == [] and verify.audit_splits(root)["problems"] == []
+    with pa.memory_map(str(root / m["splits"]["train"]["shards"][0]["path"])) as src:
+        assert ipc.open_file(src).schema.field(0).type == pa.list_(pa.uint32(), 9)

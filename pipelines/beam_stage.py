@@ -76,15 +76,23 @@ def counter(name: str) -> Any:
 
 
 def query_counters(result: Any) -> dict[str, int]:
-    """Committed (else attempted) values of this project's Beam counters."""
+    """Committed (else attempted) values of this project's Beam counters.
+
+    Counters in the ``corpusforge`` namespace keep their name; those of sub-namespaces such as
+    ``corpusforge.dedup.cc`` are keyed ``<namespace>:<name>``.
+    """
     out: dict[str, int] = {}
     try:
-        metrics = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+        metrics = result.metrics().query(MetricsFilter())
     except Exception:  # some runners do not support metric queries
         return out
     for c in metrics["counters"]:
+        ns = c.key.metric.namespace
+        if not ns.startswith(NAMESPACE):
+            continue
+        key = c.key.metric.name if ns == NAMESPACE else f"{ns}:{c.key.metric.name}"
         value = c.committed if c.committed is not None else c.attempted
-        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
+        out[key] = out.get(key, 0) + int(value or 0)
     return out
 
 

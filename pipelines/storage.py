@@ -163,6 +163,8 @@ def _row_bytes(row: Mapping[str, Any]) -> int:
 def summarize_rows(row: Mapping[str, Any]) -> dict[str, float]:
     """Per-row counters folded into shard summaries: languages and PII for documents, reasons for ledgers."""
     out: dict[str, float] = {}
+    if "cluster_id" in row:
+        return {f"kind:{row['kind']}": 1, "kept": int(bool(row["kept"]))}
     if "reason" in row:
         out[f"reason:{row['reason']}"] = 1
         out[f"reason_bytes:{row['reason']}"] = int(row.get("bytes") or 0)

@@ -62,3 +62,26 @@ def write_bad_corpus(root: Path) -> dict[str, int]:
 def bad_corpus(tmp_path: Path) -> tuple[Path, dict[str, int]]:
     root = tmp_path / "input"
     return root, write_bad_corpus(root)
+
+
+def commit_documents(data_dir: Path, stage: str, docs: list[dict], per_shard: int = 4) -> str:
+    """Commit ``docs`` (dicts with at least id and text) as a stage version; returns its name."""
+    from pipelines import schemas, storage
+
+    version = storage.new_version(data_dir, stage, "test")
+    for i in range(0, len(docs), per_shard):
+        writer = storage.ShardWriter(
+            version.dir("documents"),
+            f"{i // per_shard:05d}",
+            schemas.DOCUMENTS,
+            max_shard_bytes=1 << 30,
+            row_group_rows=64,
+        )
+        for j, d in enumerate(docs[i : i + per_shard]):
+            writer.write(
+                {"source": "test", "offset": i + j, "lang": "en", "lang_score": 1.0, "tags": [], **d}
+            )
+        writer.close()
+    entries = {k: storage.collect_shards(version.dir(k)) for k in ("documents", "ledger")}
+    storage.commit(version, config={}, upstream={}, entries=entries)
+    return version.name

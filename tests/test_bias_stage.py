@@ -100,9 +100,11 @@ def local(mode: str = "in_memory", workers: int = 1) -> PipelineOptions:
     )
 
 
-def run_stage(tmp_path: Path, docs: list[dict], options: PipelineOptions | None = None, **bias: Any):
+def run_stage(
+    tmp_path: Path, docs: list[dict], options: PipelineOptions | None = None, shard_docs: int = 3, **bias: Any
+):
     data = tmp_path / "data"
-    commit_stage(data, job.UPSTREAM, docs, shard_docs=3)
+    commit_stage(data, job.UPSTREAM, docs, shard_docs=shard_docs)
     cfg = load_config(overrides={"paths": {"data_dir": str(data)}, "bias": bias})
     result = job.run(cfg, options or local())
     return result, storage.current_version(data, job.UPSTREAM)
@@ -143,12 +145,11 @@ def test_score_bins_cover_edges():
 # the stage job
 
 
-def test_document_policy_removes_whole_documents_and_conserves(tmp_path):
-    result, upstream = run_stage(tmp_path, CORPUS, toxicity_policy="document")
+def test_document_policy_with_cda_removes_documents_adds_copies_and_conserves(tmp_path):
+    result, upstream = run_stage(tmp_path, CORPUS, toxicity_policy="document", cda_fraction=1.0)
     stats = result.manifest["stats"]
     assert stats["removed_by_reason"] == {REASON_DOCUMENT: 3}
-    assert stats["conserved"] and stats["documents_in"] == len(CORPUS) and stats["documents_added"] == 0
-    assert reports.conservation(result.version, upstream)["passed"]
+    assert stats["documents_in"] == len(CORPUS)
     ledger = rows_by_id(result.version, "ledger")
     assert set(ledger) == {"toxic", "over-threshold", "zh-toxic"}
     assert "fuckx1" in ledger["over-threshold"]["detail"]
@@ -164,6 +165,20 @@ def test_document_policy_removes_whole_documents_and_conserves(tmp_path):
     assert tox["documents_scanned"] == len(CORPUS)
     assert sum(b["documents"] for b in tox["score_histogram"]) == len(CORPUS)
     assert tox["lines_removed"] == 0
+
+    # CDA: only the English document with gendered words gets a copy (not zh, not the others)
+    copies = {i: d for i, d in kept.items() if i.endswith("#cda")}
+    assert set(copies) == {"identity#cda"}
+    copy = copies["identity#cda"]
+    assert copy["text"] == "He is a Muslim man and she is a Christian woman."
+    assert copy["tags"] == ["cda:gender-swap", "added:cda"]
+    assert json.loads(copy["meta"])["counterfactual_of"] == "identity"
+    assert stats["documents_added"] == 1 and stats["tags"]["cda:gender-swap"] == 1
+    assert stats["documents_out"] == len(CORPUS) - 3 + 1
+    assert tox["cda"]["documents"] == 1
+    assert stats["conserved"]
+    check = reports.conservation(result.version, upstream)
+    assert check["passed"] and check["added"] == 1
 
 
 def test_lines_policy_cuts_heavy_lines_and_drops_emptied_documents(tmp_path):
@@ -183,26 +198,8 @@ def test_lines_policy_cuts_heavy_lines_and_drops_emptied_documents(tmp_path):
     assert tox["flagged_terms"]["fuck"] >= 5
 
 
-def test_cda_adds_counted_and_tagged_copies(tmp_path):
-    result, upstream = run_stage(tmp_path, CORPUS, toxicity_policy="document", cda_fraction=1.0)
-    stats = result.manifest["stats"]
-    kept = rows_by_id(result.version)
-    copies = {i: d for i, d in kept.items() if i.endswith("#cda")}
-    assert set(copies) == {"identity#cda"}  # zh and documents without gendered words get none
-    copy = copies["identity#cda"]
-    assert copy["text"] == "He is a Muslim man and she is a Christian woman."
-    assert copy["tags"] == ["cda:gender-swap", "added:cda"]
-    assert json.loads(copy["meta"])["counterfactual_of"] == "identity"
-    assert stats["documents_added"] == 1 and stats["tags"]["cda:gender-swap"] == 1
-    assert stats["documents_out"] == len(CORPUS) - 3 + 1
-    assert stats["conserved"]
-    check = reports.conservation(result.version, upstream)
-    assert check["passed"] and check["added"] == 1
-    assert result.manifest["toxicity"]["cda"]["documents"] == 1
-
-
 def balance_corpus() -> list[dict]:
-    sentence = "A plain sentence about rivers and hills, nothing else here."  # 60 characters
+    sentence = "A plain sentence about rivers and hills, nothing else here."
     docs = [make_doc(f"w{i}", f"{sentence} {i:04d}", meta={"source": "web"}) for i in range(120)]
     docs += [make_doc(f"b{i}", f"{sentence} {i:04d}", source=f"books/{i}.txt") for i in range(50)]
     docs += [
@@ -214,9 +211,10 @@ def balance_corpus() -> list[dict]:
 
 def test_balancing_caps_the_largest_source(tmp_path):
     docs = balance_corpus()
-    result, upstream = run_stage(tmp_path, docs, max_source_fraction=0.4, seed=3)
+    result, upstream = run_stage(tmp_path, docs, shard_docs=50, max_source_fraction=0.4, seed=3)
     balance = result.manifest["balance"]
-    assert balance["char_totals"] == {"books": 50 * 65, "news": 30 * 65, "web": 120 * 65}
+    n = len(docs[0]["text"])  # every document has the same length
+    assert balance["char_totals"] == {"books": 50 * n, "news": 30 * n, "web": 120 * n}
     plan = plan_balance(balance["char_totals"], 0.4)
     assert balance["probabilities"] == pytest.approx(plan.probabilities)
     assert balance["probabilities"]["web"] == pytest.approx((0.4 * 80 / 0.6) / 120)
@@ -236,8 +234,8 @@ def test_balancing_caps_the_largest_source(tmp_path):
 def test_output_is_identical_for_in_memory_and_two_processes(tmp_path):
     docs = CORPUS + balance_corpus()[::5]
     bias = {"toxicity_policy": "lines", "cda_fraction": 0.5, "max_source_fraction": 0.5}
-    one, _ = run_stage(tmp_path / "one", docs, local(), **bias)
-    two, _ = run_stage(tmp_path / "two", docs, local("multi_processing", 2), **bias)
+    one, _ = run_stage(tmp_path / "one", docs, local(), shard_docs=8, **bias)
+    two, _ = run_stage(tmp_path / "two", docs, local("multi_processing", 2), shard_docs=8, **bias)
 
     def shards(manifest: dict, kind: str) -> list[tuple]:
         return [(s["path"], s["rows"], s["sha256"]) for s in manifest[kind]["shards"]]
@@ -251,54 +249,44 @@ def test_output_is_identical_for_in_memory_and_two_processes(tmp_path):
 
 def test_bias_fn_in_a_test_pipeline(beam_options):
     cfg = BiasConfig(toxicity_policy="lines", cda_fraction=1.0)
-    docs = [CORPUS[0], CORPUS[1], CORPUS[2], CORPUS[6]]
-    plan_docs = [make_doc("w1", "Calm text.", meta={"source": "web"}), make_doc("b1", "Calm.", source="b/1")]
+    docs = [CORPUS[0], CORPUS[1], CORPUS[2], CORPUS[6], make_doc("f1", "Calm text.", meta={"source": "feed"})]
     with TestPipeline(options=beam_options) as p:
+        # balancing plan as a side input: keep probability 0 for 'feed'; 'web' is not listed, so kept
+        plan = p | "Plan" >> beam.Create([{"probabilities": {"feed": 0.0}}])
         out = (
             p
             | "Docs" >> beam.Create([("00001", d) for d in docs])
-            | "Filter" >> beam.ParDo(job.BiasFn(cfg)).with_outputs("documents", "ledger", "stats")
-        )
-        kept = out.documents | "Kept" >> beam.MapTuple(lambda split, d: (split, d["id"], d["tags"]))
-        assert_that(
-            kept,
-            equal_to(
-                [
-                    ("00001", "clean", []),
-                    ("00001", "lines", []),
-                    ("00001", "identity", []),
-                    ("00001", "identity#cda", ["cda:gender-swap", "added:cda"]),
-                ]
-            ),
-            label="documents",
-        )
-        gone = out.ledger | "Gone" >> beam.MapTuple(lambda split, r: (r["doc_id"], r["stage"], r["reason"]))
-        assert_that(gone, equal_to([("toxic", "filtered", REASON_DOCUMENT)]), label="ledger")
-        summary = (
-            out.stats
-            | "Combine" >> beam.CombineGlobally(job.BiasStatsCombineFn())
-            | "Pick" >> beam.Map(lambda s: (s["documents_in"], s["lines_removed"], s["cda"]["documents"]))
-        )
-        assert_that(summary, equal_to([(4, 1, 1)]), label="stats")
-        # with a balancing plan as side input: keep probability 0 drops every 'web' document
-        plan = p | "Plan" >> beam.Create([{"probabilities": {"web": 0.0, "b": 1.0}}])
-        balanced = (
-            p
-            | "PlanDocs" >> beam.Create([("00002", d) for d in plan_docs])
-            | "Balance"
+            | "Filter"
             >> beam.ParDo(job.BiasFn(cfg), plan=beam.pvalue.AsSingleton(plan)).with_outputs(
                 "documents", "ledger", "stats"
             )
         )
-        assert_that(
-            balanced.ledger | "BalanceGone" >> beam.MapTuple(lambda split, r: (r["doc_id"], r["reason"])),
-            equal_to([("w1", job.REASON_BALANCE)]),
-            label="balanced-ledger",
+        kept = out.documents | "Kept" >> beam.MapTuple(
+            lambda split, d: ("kept", split, d["id"], tuple(d["tags"]))
         )
+        gone = out.ledger | "Gone" >> beam.MapTuple(
+            lambda split, r: ("gone", split, r["doc_id"], r["reason"])
+        )
+        summary = (
+            out.stats
+            | "Combine" >> beam.CombineGlobally(job.BiasStatsCombineFn())
+            | "Pick"
+            >> beam.Map(lambda s: ("stats", s["documents_in"], s["lines_removed"], s["cda"]["documents"]))
+        )
+        everything = (kept, gone, summary) | beam.Flatten()
         assert_that(
-            balanced.documents | "BalanceKept" >> beam.MapTuple(lambda split, d: d["id"]),
-            equal_to(["b1"]),
-            label="balanced-documents",
+            everything,
+            equal_to(
+                [
+                    ("kept", "00001", "clean", ()),
+                    ("kept", "00001", "lines", ()),
+                    ("kept", "00001", "identity", ()),
+                    ("kept", "00001", "identity#cda", ("cda:gender-swap", "added:cda")),
+                    ("gone", "00001", "toxic", REASON_DOCUMENT),
+                    ("gone", "00001", "f1", job.REASON_BALANCE),
+                    ("stats", 5, 1, 1),
+                ]
+            ),
         )
 
 

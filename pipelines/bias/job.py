@@ -354,13 +354,14 @@ def build_pipeline(
 ) -> Any:
     """``shards -> BiasFn -> documents + ledger shards``, the statistics file and, when balancing, the
     per-source totals side branch. Returns the tagged outputs of ``BiasFn``."""
+    # beam.Create of more than one element ends in a Reshuffle, so the splits spread over the workers
+    # and each split is read, filtered and written inside one fused stage.
     reports = f"{out_dir}/{REPORTS_DIR}"
     side: dict[str, Any] = {}
     if cfg.max_source_fraction < 1.0:
         plan = (
             pipeline
             | "SourceShards" >> beam.Create(splits)
-            | "SourceDistribute" >> beam.Reshuffle()
             | "SourceChars" >> beam.FlatMap(source_chars, cfg.source_key)
             | "SumPerSource" >> beam.CombinePerKey(sum)
             | "Totals" >> beam.combiners.ToDict()
@@ -371,7 +372,6 @@ def build_pipeline(
     outputs = (
         pipeline
         | "Shards" >> beam.Create(splits)
-        | "Distribute" >> beam.Reshuffle()
         | "Read" >> beam.FlatMap(read_shard)
         | "Filter" >> beam.ParDo(BiasFn(cfg), **side).with_outputs("documents", "ledger", "stats")
     )

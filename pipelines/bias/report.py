@@ -232,7 +232,6 @@ def build_report(pipeline: beam.Pipeline, plan: ReportPlan, out_path: str) -> No
         scanned = (
             pipeline
             | f"Shards[{stage}]" >> beam.Create(shard_splits(version))
-            | f"Distribute[{stage}]" >> beam.Reshuffle()
             | f"Read[{stage}]" >> beam.FlatMap(read_shard, columns=DOC_COLUMNS)
             | f"Scan[{stage}]"
             >> beam.ParDo(ScanDocumentsFn(want_counts, want_axes)).with_outputs("counts", "axes")
@@ -252,7 +251,6 @@ def build_report(pipeline: beam.Pipeline, plan: ReportPlan, out_path: str) -> No
         reasons = (
             pipeline
             | f"LedgerShards[{stage}]" >> beam.Create(shard_splits(plan.versions[stage], "ledger"))
-            | f"LedgerDistribute[{stage}]" >> beam.Reshuffle()
             | f"ReadLedger[{stage}]" >> beam.FlatMap(read_shard, columns=["doc_id", "reason"])
             | f"Reasons[{stage}]" >> beam.FlatMap(ledger_reasons)
         )

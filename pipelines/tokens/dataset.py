@@ -179,7 +179,7 @@ def build_pipeline(
     )
 
 
-def summarize(root: Path, cfg: DatasetConfig) -> dict[str, Any]:
+def summarize(root: Path) -> dict[str, Any]:
     """Fold the shard sidecars into the manifest's ``splits``, ``doc_index`` and ``stats`` entries."""
     splits: dict[str, Any] = {}
     doc_index: dict[str, Any] = {}
@@ -252,7 +252,7 @@ def run(cfg: CorpusforgeConfig, options: PipelineOptions, *, reuse: bool = False
         )
 
     def finalize(version: storage.StageVersion, counters: dict[str, int], entries: dict) -> dict[str, Any]:
-        folded = summarize(version.path, cfg.dataset)
+        folded = summarize(version.path)
         return {
             "format": FORMAT,
             "seq_len": cfg.dataset.seq_len,

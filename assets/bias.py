@@ -1,7 +1,5 @@
 """Bias / toxicity assets: the filtered documents and the bias report (data card + filter disparity)."""
 
-from __future__ import annotations
-
 import base64
 import io
 from collections.abc import Mapping

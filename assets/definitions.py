@@ -3,12 +3,13 @@
 import dagster as dg
 
 from assets.automation import data_job, full_job, full_schedule, new_raw_files_sensor
+from assets.bias import BIAS_ASSETS, BIAS_CHECKS
 from assets.curation import CURATION_ASSETS, CURATION_CHECKS
 from assets.resources import default_resources
 
 defs = dg.Definitions(
-    assets=[*CURATION_ASSETS],
-    asset_checks=[*CURATION_CHECKS],
+    assets=[*CURATION_ASSETS, *BIAS_ASSETS],
+    asset_checks=[*CURATION_CHECKS, *BIAS_CHECKS],
     jobs=[full_job, data_job],
     schedules=[full_schedule],
     sensors=[new_raw_files_sensor],

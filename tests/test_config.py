@@ -53,4 +53,4 @@ def test_fingerprint_is_stable_and_sensitive():
     a, b = load_config(), load_config(overrides={"dedup": {"threshold": 0.71}})
     assert fingerprint(a) == fingerprint(load_config())
     assert fingerprint(a) != fingerprint(b)
-    assert to_dict(a)["dedup"]["threshold"] == 0.7
+    assert to_dict(b)["dedup"]["threshold"] == 0.71

@@ -216,11 +216,13 @@ def assemble_report(parts: Mapping[str, Any], static: Mapping[str, Any]) -> dict
 
 
 def write_report(parts: Mapping[str, Any], path: str, static: Mapping[str, Any]) -> None:
+    """Map body: assemble and write ``report.json`` atomically."""
     storage.atomic_write_json(path, assemble_report(parts, static))
 
 
 def build_report(pipeline: beam.Pipeline, plan: ReportPlan, out_path: str) -> None:
     """The report pipeline: one read per needed version, combiners, one small write."""
+    # every result is a small (key, value) pair; the plan's notes make sure Flatten has an input
     parts = [pipeline | "Static" >> beam.Create([("notes", plan.notes)])]
     axes_by_stage: dict[str, Any] = {}
     needs_axes = {upstream: stage for stage, upstream in plan.disparity.items()}

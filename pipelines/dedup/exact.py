@@ -1,8 +1,8 @@
 """Exact duplicates: documents whose normalised text hashes equal.
 
-Normalisation (``normalize_for_exact``): NFKC always; casefold when ``lowercase``; when
-``strip_punct``, punctuation/symbols become spaces and whitespace runs collapse (leading and trailing
-whitespace dropped). The key is the 16-byte BLAKE2b of the UTF-8 result. One survivor per group by the
+Normalisation is the project's ``pipelines.text.normalize.normalize_for_hash``: NFKC; casefold when
+``lowercase``; control/format characters, and with ``strip_punct`` every punctuation and symbol
+character, removed; whitespace runs collapsed. The key is the 16-byte BLAKE2b of the UTF-8 result. One survivor per group by the
 rule of ``survivor.py``; records are ``decision`` dicts with kind ``"exact"`` (groups of two or more)
 or ``"unique"``.
 """
@@ -10,32 +10,18 @@ or ``"unique"``.
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
 
 from pipelines.dedup.survivor import choose_survivor, decision
-
-_PUNCT_OR_SYMBOL = re.compile(r"[^\w\s]|_")
-_SPACES = re.compile(r"\s+")
-
-
-def normalize_for_exact(text: str, lowercase: bool = True, strip_punct: bool = True) -> str:
-    """The text compared by exact dedup (see the module docstring)."""
-    text = unicodedata.normalize("NFKC", text)
-    if lowercase:
-        text = text.casefold()
-    if strip_punct:
-        text = _SPACES.sub(" ", _PUNCT_OR_SYMBOL.sub(" ", text)).strip()
-    return text
+from pipelines.text.normalize import normalize_for_hash
 
 
 def exact_key(text: str, lowercase: bool = True, strip_punct: bool = True) -> bytes:
     """16-byte BLAKE2b of the normalised text."""
-    norm = normalize_for_exact(text, lowercase, strip_punct)
+    norm = normalize_for_hash(text, lowercase, strip_punct)
     return hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest()
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from operator import methodcaller
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 SCHEMES = ("affine32", "affine64", "legacy")
 
 _MERSENNE = np.uint64((1 << 61) - 1)
+_SHIFT61 = np.uint64(61)
 _LOW32 = np.uint64((1 << 32) - 1)
 _FMIX = {
     32: (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16)),
@@ -94,23 +96,33 @@ class MinHasher:
 
     def hash_shingles(self, shingles: Iterable[str | bytes]) -> np.ndarray:
         """SHA-1 input hashes (datasketch's ``sha1_hash32``/``sha1_hash64``) of the shingles."""
-        encoded = (s.encode("utf-8") if isinstance(s, str) else s for s in shingles)
-        digests = b"".join(map(_DIGEST, map(hashlib.sha1, encoded)))
+        items = shingles if isinstance(shingles, list) else list(shingles)
+        try:
+            digests = b"".join(map(_DIGEST, map(hashlib.sha1, map(str.encode, items))))  # C-level loop
+        except TypeError:  # some items are bytes already
+            encoded = (s.encode("utf-8") if isinstance(s, str) else s for s in items)
+            digests = b"".join(map(_DIGEST, map(hashlib.sha1, encoded)))
         if self._hash_bytes == 4:
             return np.frombuffer(digests, dtype="<u4")[::5]  # a SHA-1 digest is 5 x 4 bytes
         first8 = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 20)[:, :8]
         return np.ascontiguousarray(first8).view("<u8").reshape(-1)
 
-    def _permuted(self, hashes: np.ndarray) -> np.ndarray:
-        """``(num_perm, len(hashes))`` permuted values in the scheme's dtype (one row per permutation)."""
+    def _permuted(self, hashes: np.ndarray, buf: np.ndarray) -> np.ndarray:
+        """``(num_perm, len(hashes))`` permuted values (one row per permutation), written into ``buf``."""
+        x = buf[:, : len(hashes)]
         if self.scheme == "legacy":
-            x = self._a_col * hashes.astype(np.uint64).reshape(1, -1)
+            np.multiply(self._a_col, hashes.astype(np.uint64).reshape(1, -1), out=x)
             x += self._b_col  # both steps wrap modulo 2**64, as in datasketch
-            x %= _MERSENNE
+            # x % (2**61 - 1) without a division: x = hi * 2**61 + lo and 2**61 = 1 (mod p), so
+            # x = hi + lo (mod p), and hi + lo < 2p needs at most one subtraction. Bit-exact.
+            high = x >> _SHIFT61
+            x &= _MERSENNE
+            x += high
+            np.subtract(x, _MERSENNE, out=x, where=x >= _MERSENNE)
             x &= _LOW32
             return x
         width = 32 if self.scheme == "affine32" else 64
-        x = self._a_col * _fmix(hashes.astype(self.dtype).reshape(1, -1), width)
+        np.multiply(self._a_col, _fmix(hashes.astype(self.dtype).reshape(1, -1), width), out=x)
         x += self._b_col
         return x
 
@@ -132,17 +144,26 @@ class MinHasher:
         nonempty = np.flatnonzero(counts)
         if nonempty.size == 0:
             return out
-        hashes = self.hash_shingles(s for i in nonempty for s in sets[i])
+        hashes = self.hash_shingles(list(chain.from_iterable(sets[i] for i in nonempty)))
         bounds = np.concatenate(([0], np.cumsum(counts[nonempty])))
-        # Documents are processed in chunks of about _ROWS_PER_CHUNK shingles to bound memory; each
-        # chunk is one (num_perm, shingles) block reduced per document along its contiguous axis.
+        buf = np.empty((self.num_perm, _ROWS_PER_CHUNK), dtype=self.dtype)
+        # Consecutive documents are processed together in blocks of at most _ROWS_PER_CHUNK shingles
+        # (a larger document alone, piece by piece); each block is reduced per document along its
+        # contiguous axis, so memory stays bounded and the buffer is reused.
         start = 0
         while start < nonempty.size:
             stop = int(np.searchsorted(bounds, bounds[start] + _ROWS_PER_CHUNK, side="right")) - 1
-            stop = min(max(stop, start + 1), nonempty.size)
-            lo, hi = bounds[start], bounds[stop]
-            block = self._permuted(hashes[lo:hi])
-            out[nonempty[start:stop]] = np.minimum.reduceat(block, bounds[start:stop] - lo, axis=1).T
+            lo = bounds[start]
+            if stop > start:
+                block = self._permuted(hashes[lo : bounds[stop]], buf)
+                out[nonempty[start:stop]] = np.minimum.reduceat(block, bounds[start:stop] - lo, axis=1).T
+            else:
+                stop = start + 1
+                acc = out[nonempty[start]]
+                for piece in range(lo, bounds[stop], _ROWS_PER_CHUNK):
+                    part = hashes[piece : min(piece + _ROWS_PER_CHUNK, bounds[stop])]
+                    np.minimum(acc, self._permuted(part, buf).min(axis=1), out=acc)
+                out[nonempty[start]] = acc
             start = stop
         return out
 

@@ -6,10 +6,11 @@ from assets.automation import data_job, full_job, full_schedule, new_raw_files_s
 from assets.bias import BIAS_ASSETS, BIAS_CHECKS
 from assets.curation import CURATION_ASSETS, CURATION_CHECKS
 from assets.resources import default_resources
+from assets.tokens import TOKEN_ASSETS, TOKEN_CHECKS
 
 defs = dg.Definitions(
-    assets=[*CURATION_ASSETS, *BIAS_ASSETS],
-    asset_checks=[*CURATION_CHECKS, *BIAS_CHECKS],
+    assets=[*CURATION_ASSETS, *BIAS_ASSETS, *TOKEN_ASSETS],
+    asset_checks=[*CURATION_CHECKS, *BIAS_CHECKS, *TOKEN_CHECKS],
     jobs=[full_job, data_job],
     schedules=[full_schedule],
     sensors=[new_raw_files_sensor],

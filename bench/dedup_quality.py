@@ -3,8 +3,8 @@
 Runs the single-process path that mirrors the Beam transforms (shingles -> MinHash -> LSH buckets ->
 star edges -> verification -> union-find -> survivor) with ``DedupConfig`` defaults (flags override
 them) on ``bench/dedup_corpus.py``'s corpus, and scores the predicted clusters against the labels:
-pairwise precision/recall/F1 and ARI overall, per language and per edit kind/rate (pairs with at
-least one document of that slice). ``--speed`` adds signatures/s of ``MinHasher`` vs datasketch.
+pairwise precision/recall/F1 and ARI overall, per language and per edit kind/rate (the families
+made with that edit; for the edits that are not duplicates, the false-merge rate instead). ``--speed`` adds signatures/s of ``MinHasher`` vs datasketch.
 
 Usage: ``python bench/dedup_quality.py [--corpus FILE] [--threshold 0.7] [--ngram 5] ... [--speed]``.
 """
@@ -34,6 +34,11 @@ from pipelines.dedup.shingles import shingles  # noqa: E402
 
 def _round(scores: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}
+
+
+def _spec_name(rec: dict[str, Any]) -> str:
+    kind, rate = rec["edit"]["kind"], rec["edit"]["rate"]
+    return f"{kind}@{rate:g}" if rate else kind
 
 
 def speed(sets: list[set[str]], cfg: DedupConfig, scheme: str, repeats: int = 3) -> dict[str, Any]:
@@ -104,23 +109,37 @@ def evaluate_corpus(records: list[dict[str, Any]], cfg: DedupConfig, scheme: str
 
     pred = {d["doc_id"]: d["cluster_id"] for d in decisions}
     truth = {r["id"]: r["cluster"] for r in records}
+    # Families are single-spec, so a spec's slice is its families (bases + variants): pairs with a
+    # document of the slice are scored, and its ARI is over the slice alone.
+    spec_of = {r["family"]: _spec_name(r) for r in records if r["edit"]["kind"] != "original"}
+    dup_of = {_spec_name(r): r["cluster"] != r["id"] for r in records if r["edit"]["kind"] != "original"}
     slices: dict[str, list[str]] = defaultdict(list)
     for r in records:
-        kind, rate = r["edit"]["kind"], r["edit"]["rate"]
         slices[f"lang={r['lang']}"].append(r["id"])
-        if kind != "original":
-            slices[f"{kind}@{rate:g}" if rate else kind].append(r["id"])
-    per_slice = {name: _round(clustering_report(pred, truth, ids)) for name, ids in sorted(slices.items())}
-    # Fraction of each edit's variants put in the same predicted cluster as their base document.
+        if r["family"] in spec_of:
+            slices[spec_of[r["family"]]].append(r["id"])
     base_of = {r["family"]: r["id"] for r in records if r["edit"]["kind"] == "original"}
     merged: dict[str, list[bool]] = defaultdict(list)
     for r in records:
-        kind, rate = r["edit"]["kind"], r["edit"]["rate"]
-        if kind != "original":
-            name = f"{kind}@{rate:g}" if rate else kind
-            merged[name].append(pred[r["id"]] == pred[base_of[r["family"]]])
-    for name, flags in merged.items():
-        per_slice[name]["merged_with_base"] = round(sum(flags) / len(flags), 4)
+        if r["edit"]["kind"] != "original":
+            merged[_spec_name(r)].append(pred[r["id"]] == pred[base_of[r["family"]]])
+    per_slice: dict[str, dict[str, Any]] = {}
+    for name, ids in sorted(slices.items()):
+        report = _round(clustering_report(pred, truth, ids))
+        if name.startswith("lang="):
+            per_slice[name] = report
+        elif dup_of[name]:
+            # Detection rate: the fraction of variants put in their base document's cluster.
+            per_slice[name] = {"duplicate": True, "variants": len(merged[name]), **report}
+            per_slice[name]["merged_with_base"] = round(sum(merged[name]) / len(merged[name]), 4)
+        else:
+            # Not duplicates: only false merges can happen, so P/R/F1 carry no information here.
+            per_slice[name] = {
+                "duplicate": False,
+                "variants": len(merged[name]),
+                "false_merge_rate": round(sum(merged[name]) / len(merged[name]), 4),
+                "false_pairs": report["predicted_pairs"] - report["correct_pairs"],
+            }
     return {
         "overall": _round(clustering_report(pred, truth)),
         "params": {

@@ -12,7 +12,7 @@ process so that peak RSS is per measurement:
 * the training reader (``training.data.TokenDataset``, when present) on one core: tokens/s.
 
 Prints ONE JSON line on stdout (progress goes to stderr); a JSON ``error`` line when the shared
-data is absent. Usage: ``python bench/tokenize_throughput.py [--target-mb 100] [--sample-mb 32]``.
+data is absent. Usage: ``python bench/tokenize_throughput.py [--target-mb 100] [--sample-mb 16]``.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def run_child(mode: str, args: argparse.Namespace, env: dict | None = None) -> d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--target-mb", type=float, default=100.0)
-    p.add_argument("--sample-mb", type=float, default=32.0, help="tokenizer.sample_bytes in MB")
+    p.add_argument("--sample-mb", type=float, default=16.0, help="tokenizer.sample_bytes in MB")
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seq-len", type=int, default=1024)

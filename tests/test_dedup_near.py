@@ -133,7 +133,7 @@ def test_dedup_decisions_exact_then_near_every_cluster_id_is_kept():
         ("n1", para.replace("wisdom", "reason", 1) + " and more words here", 0.9),  # near dup of e1
         ("u1", "A completely different document about gardening and tomatoes in the spring.", 0.5),
         ("x1", "独一无二的文本，与其他文档完全不同。", None),
-        ("x2", "独一无二的文本 与其他文档完全不同", None),
+        ("x2", "独一无二的文本与其他文档完全不同", None),
     ]
     cfg = DedupConfig(max_cc_rounds=3)
 

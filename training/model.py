@@ -54,6 +54,22 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 
+    def num_params(self, *, exclude_embedding: bool = False) -> int:
+        """Parameter count from the shapes; equals :meth:`Transformer.num_params`."""
+        d = self.d_model
+        per_layer = 4 * d * d + 3 * d * self.d_ff + 2 * d
+        body = self.n_layer * per_layer + d
+        return body if exclude_embedding else body + self.vocab_size * d
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token, PaLM (Chowdhery et al. 2022, App. B): 6N + 12 * L * H * Q * T.
+
+        N is :meth:`num_params` -- every matrix that takes part in a matmul, with the tied
+        embedding counted once because it is the output head's matmul (the lookup is free).
+        L layers, H heads, Q head dim, T = ``seq_len``; causal sparsity is not discounted.
+        """
+        return 6.0 * self.num_params() + 12.0 * self.n_layer * self.n_head * self.head_dim * seq_len
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -209,11 +225,6 @@ class Transformer(nn.Module):
         return n - self.embed_tokens.weight.numel() if exclude_embedding else n
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token, PaLM (Chowdhery et al. 2022, App. B): 6N + 12 * L * H * Q * T.
-
-        N is :meth:`num_params` -- every matrix that takes part in a matmul, with the tied
-        embedding counted once because it is the output head's matmul (the lookup is free).
-        L layers, H heads, Q head dim, T = ``seq_len``; causal sparsity is not discounted.
-        """
+        """Training FLOPs per token (see :meth:`ModelConfig.flops_per_token`)."""
         c = self.config
         return 6.0 * self.num_params() + 12.0 * c.n_layer * c.n_head * c.head_dim * seq_len

@@ -36,7 +36,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from pipelines import storage
 from pipelines.beam_stage import LOCAL_RUNNERS, StageResult, counter, run_stage, shard_splits
-from pipelines.config import CorpusforgeConfig, DatasetConfig, fingerprint, to_dict
+from pipelines.config import ConfigError, CorpusforgeConfig, DatasetConfig, fingerprint, to_dict
 from pipelines.tokens import tokenizer_stage
 from pipelines.tokens.bpe import EOT_ID, MASK_ID, PAD_ID, load_tokenizer, token_dtype
 from pipelines.tokens.encode import encode_shard
@@ -244,11 +244,10 @@ def run(cfg: CorpusforgeConfig, options: PipelineOptions, *, reuse: bool = False
     threads = encode_threads(options)
     tok_val_fraction = tok_version.manifest().get("config", {}).get("val_fraction")
     if tok_val_fraction is not None and tok_val_fraction != cfg.dataset.val_fraction:
-        log.warning(
-            "tokenizer was sampled with val_fraction=%s but the dataset uses %s: some validation "
-            "documents may have been seen by the tokenizer",
-            tok_val_fraction,
-            cfg.dataset.val_fraction,
+        raise ConfigError(
+            f"the tokenizer was trained with dataset.val_fraction={tok_val_fraction} but the dataset asks for "
+            f"{cfg.dataset.val_fraction}: validation documents could have been seen by the tokenizer. Set "
+            "dataset.val_fraction in the config file (both assets read it) and re-materialize the tokenizer."
         )
 
     def finalize(version: storage.StageVersion, counters: dict[str, int], entries: dict) -> dict[str, Any]:

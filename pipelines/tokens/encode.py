@@ -1,4 +1,4 @@
-"""Encode one upstream document shard into per-split token segments (the encode half of packing).
+"""Encode one upstream shard's row group into per-split token segments (the encode half of packing).
 
 Each document goes to ``train`` or ``val`` by :func:`~pipelines.tokens.splits.split_of`; documents
 of a split are encoded ``batch_docs`` at a time with one ``encode_batch`` call, an EOT is appended

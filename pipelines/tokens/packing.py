@@ -9,7 +9,8 @@ the trainer must ignore ``pad_id`` targets in the loss. Output shard ``k`` holds
 ``[k * sequences_per_shard, (k + 1) * sequences_per_shard)``.
 
 Because the order depends only on the upstream manifest and the documents, and each encoder works
-on whole upstream shards, the packed output is identical for any number of Beam workers.
+on whole upstream row groups (keyed ``<shard>-<row group>``), the packed output is identical for any
+number of Beam workers.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Segment:
-    """The encoded documents of one split from one upstream shard (token and doc files on disk)."""
+    """The encoded documents of one split from one upstream row group (token and doc files on disk)."""
 
     split: str
-    key: str  # upstream shard key; segments are packed in key order
+    key: str  # "<upstream shard>-<row group>"; segments are packed in key order
     tokens_path: str
     docs_path: str
     tokens: int  # including one EOT per document

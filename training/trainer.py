@@ -48,7 +48,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pipelines.config import TrainConfig, to_dict
 from training.batching import TokenSpec, prepare_batch
-from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from training.data import TokenDataset, TokenLoader, read_manifest
 from training.evaluate import evaluate_loss, generate
 from training.model import Transformer, preset_config
@@ -281,11 +281,12 @@ class _Run:
         ckpt = latest_checkpoint(self.out_dir) if self.cfg.resume else None
         if ckpt is None:
             return
-        doc = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer)
-        if doc.get("model_config") != self.model_cfg.to_dict():
+        saved = read_state(ckpt).get("model_config")
+        if saved != self.model_cfg.to_dict():
             raise ValueError(
-                f"{ckpt}: checkpoint model {doc.get('model_config')} differs from {self.model_cfg}"
+                f"{ckpt}: checkpoint model {saved} differs from this run's {self.model_cfg.to_dict()}"
             )
+        doc = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer)
         self.loader.load_state_dict(doc["reader"])
         self.start_step = int(doc["step"])
         self.history = {k: list(v) for k, v in doc.get("history", self.history).items()}

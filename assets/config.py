@@ -1,14 +1,17 @@
 """Dagster ``Config`` classes generated from ``pipelines.config`` dataclasses.
 
-The launchpad shows every threshold with its default and description, and there is still only one
-place where a default is written down (``pipelines/config.py``).
+The launchpad shows every threshold with its description and default, and there is still only one
+place where a default is written down (``pipelines/config.py``). Every field is optional: a field left
+empty keeps the value of the config file (or the embedded default), so run config only overrides
+what it names.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
-from typing import Any
+from typing import Any, Optional
 
 import dagster as dg
 from pydantic import Field, create_model
@@ -41,10 +44,8 @@ def config_class(
             fields[f.name] = (sub, Field(default_factory=sub))
         else:
             default = getattr(inst, f.name)
-            fields[f.name] = (
-                _field_type(tp, default),
-                Field(default=default, description=f.metadata.get("doc")),
-            )
+            doc = f"{f.metadata.get('doc', '')} Empty = config file (default {json.dumps(pc.to_dict(default))})."
+            fields[f.name] = (Optional[_field_type(tp, default)], Field(default=None, description=doc))  # noqa: UP045
     for key, (tp, fld) in (extra or {}).items():
         fields[key] = (tp, fld)
     model = create_model(name or f"{cls.__name__}Asset", __base__=dg.Config, **fields)
@@ -73,8 +74,21 @@ DatasetAssetConfig = config_class(pc.DatasetConfig, "DatasetAssetConfig", {"reus
 TrainAssetConfig = config_class(pc.TrainConfig, "TrainAssetConfig")
 
 
+def _set_values(cfg: dg.Config) -> dict[str, Any]:
+    """Fields of ``cfg`` that were given a value (None = left empty), recursing into nested sections."""
+    out: dict[str, Any] = {}
+    for name in type(cfg).model_fields:
+        value = getattr(cfg, name)
+        if isinstance(value, dg.Config):
+            if nested := _set_values(value):
+                out[name] = nested
+        elif value is not None:
+            out[name] = value.model_dump() if hasattr(value, "model_dump") else value
+    return out
+
+
 def section_values(cfg: dg.Config) -> tuple[dict[str, Any], bool]:
-    """(section overrides, reuse flag) from an asset's config instance."""
-    values = cfg.model_dump()
+    """(section overrides: only the fields the run config set, reuse flag) from an asset's config."""
+    values = _set_values(cfg)
     reuse = bool(values.pop("reuse_existing", False))
     return values, reuse

@@ -9,9 +9,25 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
-from tests.test_training_trainer import ROOT, data_dir, one_thread, quiet, small_cfg  # noqa: F401
+from tests.test_training_trainer import ROOT, VOCAB, progressions, quiet, small_cfg
+from training.data import write_token_dataset
 from training.trainer import train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    splits = {"train": progressions(96, 32, 0), "val": progressions(16, 32, 1)}
+    return write_token_dataset(tmp_path / "tokens", splits, vocab_size=VOCAB, rows_per_batch=16)
 
 
 @pytest.mark.slow

@@ -8,8 +8,9 @@ Order. A training epoch visits the split's sequences in ``numpy.random.default_r
 epoch]).permutation(N)``; evaluation reads them in file order. The order is cut into *units* of
 ``batch_size`` sequences (one sequence when ``batch_size`` is None). Unit ``g`` belongs to rank
 ``g % world_size``; a rank's ``m``-th unit is unit ``m * world_size + rank``, and its DataLoader
-workers take turns (worker ``w`` of ``W`` reads the rank's units ``w, w + W, ...``), which is
-exactly the order in which an in-order ``DataLoader`` hands them back. So with one sequence per
+workers take turns (worker ``w`` of ``W`` reads the rank's units ``w, w + W, ...`` counted from
+where the iterator starts), which is exactly the order in which an in-order ``DataLoader`` hands
+them back. So with one sequence per
 unit, rank r / worker w reads every (R*W)-th index of the permuted order, and at any step the
 units consumed by all ranks together are a prefix of the epoch's order. Training epochs drop the
 last ``N mod (batch_size * world_size)`` sequences of each permutation so every rank gets the same
@@ -302,6 +303,7 @@ class TokenDataset(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if self.local_units == 0:
             return
+        self._rss_base = _file_rss_bytes()  # this process's own baseline (workers are new processes)
         first_epoch = self._start // self.local_units
         end = None if self.epochs is None else (first_epoch + self.epochs) * self.local_units
         a = self._start + worker

@@ -87,7 +87,7 @@ def _token_strings(tokenizer: dict[str, Any]) -> dict[int, str]:
 
 def export_hf_llama(
     checkpoint_dir: str | os.PathLike,
-    tokenizer_json: str | os.PathLike,
+    tokenizer_json: str | os.PathLike | None,
     out_dir: str | os.PathLike,
     *,
     dtype: str = "float32",
@@ -95,6 +95,7 @@ def export_hf_llama(
 ) -> Path:
     """Write checkpoint ``checkpoint_dir`` (or a run directory's latest) as a HF Llama model.
 
+    ``tokenizer_json`` None uses the tokenizer path recorded in the token dataset's manifest.
     With ``check_tokenizer`` the sha256 of ``tokenizer_json``'s bytes must equal the
     ``tokenizer_sha256`` the token dataset manifest recorded (when it recorded one).
     """
@@ -111,6 +112,10 @@ def export_hf_llama(
     if not cfg.causal:
         raise ValueError(f"{ckpt}: an mlm (bidirectional) model cannot be exported as LlamaForCausalLM")
     data = doc.get("data", {})
+    if tokenizer_json is None:
+        tokenizer_json = data.get("tokenizer_path")
+        if not tokenizer_json:
+            raise ValueError(f"{ckpt}: the checkpoint records no tokenizer path; pass tokenizer_json")
 
     tok_bytes = Path(tokenizer_json).read_bytes()
     expected = data.get("tokenizer_sha256")

@@ -133,7 +133,10 @@ def setup_distributed(device: str = "auto") -> DistContext:
         torch.cuda.set_device(dev)
     owns = False
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        if use_cuda:
+            dist.init_process_group(backend="nccl", device_id=dev)
+        else:
+            dist.init_process_group(backend="gloo")
         owns = True
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -330,6 +333,7 @@ class _Run:
                     k: self.manifest.get(k)
                     for k in ("vocab_size", "eot_id", "pad_id", "mask_id", "tokenizer_sha256")
                 },
+                "tokenizer_path": (self.manifest.get("tokenizer") or {}).get("path"),
             },
             "world_size": self.ctx.world_size,
             "reader": self.loader.state_dict(),

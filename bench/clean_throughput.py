@@ -355,6 +355,7 @@ def measure(corpus: Path, workers: int, like_for_like: bool, data_dir: Path) -> 
     result.update(rates(result, t2 - t0, cores))
     result["clean_only"] = rates(result, t2 - t1, cores)
     result.update(mem.report())
+    result["mb_per_cpu_s"] = round(result["input_mb"] / result["cpu_s"], 3) if result["cpu_s"] else None
     result["ru_maxrss_parent_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["kept"] = kept
     result["kept_fraction"] = round(kept / docs_in, 4) if docs_in else 0.0

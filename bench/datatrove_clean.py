@@ -159,6 +159,7 @@ def measure(corpus: Path, tasks: int, workers: int, work: Path) -> dict[str, Any
     }
     result.update(rates(result, wall, cores))
     result.update(mem.report())
+    result["mb_per_cpu_s"] = round(result["input_mb"] / result["cpu_s"], 3) if result["cpu_s"] else None
     result["ru_maxrss_parent_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["kept"] = n_kept
     result["kept_fraction"] = round(n_kept / summary["documents"], 4) if summary["documents"] else 0.0

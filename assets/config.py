@@ -71,7 +71,7 @@ TokenizerAssetConfig = config_class(
     pc.TokenizerConfig, "TokenizerAssetConfig", {"reuse_existing": _reuse_field()}
 )
 DatasetAssetConfig = config_class(pc.DatasetConfig, "DatasetAssetConfig", {"reuse_existing": _reuse_field()})
-TrainAssetConfig = config_class(pc.TrainConfig, "TrainAssetConfig")
+TrainAssetConfig = config_class(pc.TrainConfig, "TrainAssetConfig", {"reuse_existing": _reuse_field()})
 
 
 def _set_values(cfg: dg.Config) -> dict[str, Any]:

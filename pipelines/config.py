@@ -298,6 +298,7 @@ class TrainConfig:
     log_every: int = _f(10, "Log a training line every this many steps.")
     num_workers: int = _f(0, "DataLoader worker processes per rank reading token shards (0 = in process).")
     resume: bool = _f(True, "Continue from out_dir's latest checkpoint when there is one.")
+    nproc_per_node: int = _f(1, "Training processes on this machine; > 1 launches torchrun (one per GPU).")
     keep_checkpoints: int = _f(3, "Checkpoints kept on disk (0 = keep all).")
 
 

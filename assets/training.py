@@ -1,0 +1,223 @@
+"""Training assets: pretrain the model on the token dataset, then evaluate it.
+
+Training runs as a fresh process (``python -m training.train``, or ``torchrun`` for several
+processes) so CUDA is never initialised inside the Dagster run worker; its log lines stream into the
+Dagster log while it runs. The run directory ``data/model/work-<fingerprint>`` survives an
+interruption: re-materializing with the same config and data resumes from its latest checkpoint.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from assets.config import TrainAssetConfig, section_values
+from assets.reporting import line_chart_md
+from assets.resources import CorpusforgeSettings
+from pipelines import storage
+from pipelines.config import CorpusforgeConfig, fingerprint, to_dict
+from pipelines.reports import markdown_table
+
+MODEL_STAGE = "model"
+EVAL_STAGE = "evaluation"
+TOKENS_STAGE = "tokens"
+TOKENIZER_STAGE = "tokenizer"
+
+
+def _stream(context: dg.AssetExecutionContext, cmd: list[str], cwd: Path) -> None:
+    """Run ``cmd``, forwarding its output lines to the Dagster log; raise with the tail on failure."""
+    context.log.info("running: " + " ".join(cmd))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tail: list[str] = []
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                tail = (tail + [line])[-40:]
+                context.log.info(line)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}:\n" + "\n".join(tail))
+
+
+def _train_command(cfg: CorpusforgeConfig, data: Path, out: Path, config_file: Path) -> list[str]:
+    args = ["-m", "training.train", "--data", str(data), "--out", str(out), "--config", str(config_file)]
+    n = cfg.train.nproc_per_node
+    if n > 1:
+        torchrun = Path(sys.executable).with_name("torchrun")
+        return [str(torchrun), "--standalone", f"--nproc_per_node={n}", *args]
+    return [sys.executable, *args]
+
+
+def train_model(
+    context: dg.AssetExecutionContext, cfg: CorpusforgeConfig, reuse: bool
+) -> tuple[storage.StageVersion, dict]:
+    """Train on the committed token dataset; returns the committed ``model`` version and its summary."""
+    data_dir = cfg.paths.data_dir
+    tokens = storage.current_version(data_dir, TOKENS_STAGE, asset_hint="token_dataset")
+    tokenizer = storage.current_version(data_dir, TOKENIZER_STAGE, asset_hint="tokenizer")
+    section = {"train": to_dict(cfg.train)}
+    fp = fingerprint(MODEL_STAGE, section, tokens.name)
+    if reuse and (found := storage.find_reusable(data_dir, MODEL_STAGE, fp)):
+        storage.point_current(found)
+        return found, found.manifest()["summary"]
+    work = storage.stage_root(data_dir, MODEL_STAGE) / f"work-{fp}"
+    work.mkdir(parents=True, exist_ok=True)
+    config_file = work / "train_config.json"
+    storage.atomic_write_json(config_file, section)
+    _stream(context, _train_command(cfg, tokens.path, work, config_file), Path.cwd())
+    summary = json.loads((work / "summary.json").read_text())
+    version = storage.new_version(data_dir, MODEL_STAGE, fp)
+    version.path.rmdir()
+    os.replace(work, version.path)  # the finished run directory becomes the version, atomically
+    tok_manifest = tokenizer.manifest().get("tokenizer", {})
+    storage.commit(
+        version,
+        config=section,
+        upstream={TOKENS_STAGE: tokens.name, TOKENIZER_STAGE: tokenizer.name},
+        entries={},
+        extra={
+            "summary": {k: v for k, v in summary.items() if k != "checkpoint"},
+            "tokenizer_path": str(tokenizer.path / tok_manifest.get("path", "tokenizer.json")),
+        },
+        keep_versions=cfg.output.keep_versions,
+    )
+    return version, summary
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+@dg.asset(
+    deps=[dg.AssetKey("token_dataset")],
+    group_name="training",
+    description=(
+        "Pretrains a decoder-only Transformer (RoPE, RMSNorm, SwiGLU, SDPA attention; presets tiny..124m; "
+        "clm or mlm) on the token dataset: AdamW, warmup + cosine, bf16 on CUDA, exact resume from "
+        "checkpoints (safetensors). GPU when present, CPU otherwise; torchrun when nproc_per_node > 1. "
+        "Config: `train`."
+    ),
+)
+def pretrained_model(
+    context: dg.AssetExecutionContext, config: TrainAssetConfig, settings: CorpusforgeSettings
+) -> dg.MaterializeResult:
+    values, reuse = section_values(config)
+    cfg = settings.load("train", values)
+    version, s = train_model(context, cfg, reuse=reuse)
+    curve = s.get("loss_curve", {})
+    val = s.get("val_curve", {})
+    series = {"train loss": (curve.get("step", []), curve.get("loss", []))}
+    if val.get("step"):
+        series["validation loss"] = (val["step"], val["loss"])
+    return dg.MaterializeResult(
+        metadata={
+            "loss_curve": dg.MetadataValue.md(line_chart_md("Loss", series, xlabel="step", ylabel="loss")),
+            "final_train_loss": dg.MetadataValue.float(float(s["final_train_loss"] or 0.0)),
+            "val_loss": dg.MetadataValue.float(float(s["val_loss"]))
+            if s.get("val_loss") is not None
+            else dg.MetadataValue.text("n/a"),
+            "val_perplexity": dg.MetadataValue.float(float(s["val_ppl"]))
+            if s.get("val_ppl") is not None
+            else dg.MetadataValue.text("n/a"),
+            "tokens_per_second": dg.MetadataValue.float(float(s.get("tokens_per_s") or 0.0)),
+            "mfu": dg.MetadataValue.text(
+                _fmt(s.get("mfu"))
+                + (
+                    f" (peak {s['peak_flops']:.3g} FLOP/s)"
+                    if s.get("peak_flops")
+                    else " (no known peak for this device)"
+                )
+            ),
+            "parameters": dg.MetadataValue.int(int(s["params"])),
+            "steps": dg.MetadataValue.int(int(s["steps"])),
+            "tokens_seen": dg.MetadataValue.int(int(s["tokens_seen"])),
+            "device": dg.MetadataValue.text(
+                f"{s.get('device')} {s.get('gpu_name') or ''} x{s.get('world_size')} {s.get('precision')}".strip()
+            ),
+            "data_time_share": dg.MetadataValue.float(float(s.get("data_time_frac") or 0.0)),
+            "path": dg.MetadataValue.path(str(version.path)),
+        }
+    )
+
+
+@dg.asset(
+    deps=[pretrained_model],
+    group_name="training",
+    description="Validation loss and perplexity of the pretrained model over the whole validation split, plus greedy and top-k samples.",
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext, settings: CorpusforgeSettings
+) -> dg.MaterializeResult:
+    cfg = settings.load()
+    data_dir = cfg.paths.data_dir
+    model = storage.current_version(data_dir, MODEL_STAGE, asset_hint="pretrained_model")
+    m = model.manifest()
+    tokens = storage.StageVersion(storage.stage_root(data_dir, TOKENS_STAGE), m["upstream"][TOKENS_STAGE])
+    version = storage.new_version(data_dir, EVAL_STAGE, fingerprint(EVAL_STAGE, model.name))
+    try:
+        out = version.path / "evaluation.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "training.run_eval",
+            "--checkpoint",
+            str(model.path),
+            "--data",
+            str(tokens.path),
+            "--tokenizer",
+            m["tokenizer_path"],
+            "--out",
+            str(out),
+            "--device",
+            cfg.train.device,
+        ]
+        _stream(context, cmd, Path.cwd())
+        result = json.loads(out.read_text())
+        storage.commit(
+            version,
+            config={},
+            upstream={MODEL_STAGE: model.name},
+            entries={},
+            extra={"summary": result},
+            keep_versions=cfg.output.keep_versions,
+        )
+    except BaseException:
+        storage.discard(version)
+        raise
+    rows = [
+        {"prompt": x["prompt"], "greedy": x["greedy"][:160], "top-k (40, T=0.8)": x["top_k"][:160]}
+        for x in result["samples"]
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "val_loss": dg.MetadataValue.text(_fmt(result.get("val_loss"))),
+            "val_perplexity": dg.MetadataValue.text(_fmt(result.get("val_ppl"))),
+            "val_tokens": dg.MetadataValue.int(int(result.get("val_tokens") or 0)),
+            "eval_tokens_per_second": dg.MetadataValue.text(_fmt(result.get("eval_tokens_per_s"))),
+            "step": dg.MetadataValue.int(int(result.get("step") or 0)),
+            "samples": dg.MetadataValue.md(markdown_table(rows) if rows else "_no samples (mlm model)_"),
+        }
+    )
+
+
+@dg.asset_check(asset=model_evaluation, name="perplexity_is_finite", blocking=False)
+def perplexity_is_finite(settings: CorpusforgeSettings) -> dg.AssetCheckResult:
+    """The evaluated validation perplexity is a finite number below the uniform-guess bound (vocab size)."""
+    data_dir = settings.load().paths.data_dir
+    s = storage.current_version(data_dir, EVAL_STAGE).manifest()["summary"]
+    model = storage.current_version(data_dir, MODEL_STAGE).manifest()
+    vocab = model["summary"]["model_config"]["vocab_size"]
+    ppl = s.get("val_ppl")
+    ok = ppl is not None and 1.0 <= ppl < vocab
+    return dg.AssetCheckResult(passed=bool(ok), metadata={"val_ppl": _fmt(ppl), "vocab_size": vocab})
+
+
+TRAINING_ASSETS = [pretrained_model, model_evaluation]
+TRAINING_CHECKS = [perplexity_is_finite]

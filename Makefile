@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 demo: setup  ## materialize the whole asset graph on the bundled sample corpus, then print a summary
-	$(BIN)/corpusforge run
+	$(BIN)/corpusforge run --config sample_data/demo.yaml
 
 test: setup  ## run the test suite
 	$(BIN)/python -m pytest -q
@@ -23,8 +23,8 @@ test: setup  ## run the test suite
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-dev: setup  ## open the Dagster UI on http://127.0.0.1:3000
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+dev: setup  ## open the Dagster UI on http://127.0.0.1:3000 (same demo settings as make demo)
+	CORPUSFORGE_CONFIG=sample_data/demo.yaml $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf data .dagster_home

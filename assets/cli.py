@@ -13,7 +13,18 @@ from typing import Any
 from pipelines import storage
 from pipelines.config import ConfigError, describe, load_config
 
-STAGES = ["raw", "clean", "dedup", "filtered", "tokenizer", "tokens", "model", "evaluation"]
+STAGES = [
+    "raw",
+    "clean",
+    "dedup",
+    "filtered",
+    "bias_report",
+    "tokenizer",
+    "tokens",
+    "model",
+    "evaluation",
+    "ablation",
+]
 
 
 def _instance() -> Any:
@@ -100,7 +111,48 @@ def _print_report(data_dir: str) -> None:
             if s.get("pii"):
                 print("   pii redacted: " + ", ".join(f"{k} {v}" for k, v in s["pii"].items()))
         else:
-            print("   " + json.dumps(s, default=str)[:600])
+            for line in _stage_lines(stage, m):
+                print("   " + line)
+
+
+def _stage_lines(stage: str, m: dict) -> list[str]:
+    """A few human-readable lines for the tokenizer, token, model and evaluation stages."""
+    if stage == "tokenizer":
+        t = m.get("tokenizer", {})
+        held = (m.get("stats") or {}).get("heldout", {})
+        per_lang = ", ".join(
+            f"{k} {v['bytes_per_token']:.2f}" for k, v in held.items() if k != "all" and v.get("tokens")
+        )
+        return [f"vocabulary {t.get('vocab_size')}, held-out bytes/token: {per_lang or 'n/a'}"]
+    if stage == "tokens":
+        sp = m.get("splits", {})
+        return [
+            f"{name}: {v.get('sequences')} sequences x {m.get('seq_len')} tokens, {v.get('tokens')} tokens, {v.get('documents')} documents"
+            for name, v in sp.items()
+        ] + [f"dtype {m.get('dtype')}, vocabulary {m.get('vocab_size')}"]
+    if stage == "model":
+        s = m.get("summary", {})
+        return [
+            f"{s.get('preset')} ({s.get('params')} parameters) on {s.get('device')}, {s.get('steps')} steps, {s.get('tokens_seen')} tokens",
+            f"final train loss {s.get('final_train_loss'):.3f}, val loss {s.get('val_loss') or float('nan'):.3f}, "
+            f"val perplexity {s.get('val_ppl') or float('nan'):.1f}, {s.get('tokens_per_s') or 0:.0f} tokens/s, MFU {s.get('mfu')}",
+        ]
+    if stage == "evaluation":
+        s = m.get("summary", {})
+        lines = [
+            f"validation: loss {s.get('val_loss') or float('nan'):.3f}, perplexity {s.get('val_ppl') or float('nan'):.1f} over {s.get('val_tokens')} tokens"
+        ]
+        lines += [f"sample {x['prompt']!r} -> {x['top_k'][:60]!r}" for x in s.get("samples", [])[:2]]
+        return lines
+    if stage == "ablation":
+        return [
+            f"{k}: {v['train_documents']} training documents, {v['tokens_seen']} tokens seen, "
+            f"held-out perplexity {v['heldout_ppl'] or float('nan'):.1f}"
+            for k, v in m.get("report", {}).items()
+        ]
+    if stage == "bias_report":
+        return ["representation and filter-disparity tables: see the bias_report asset in the Dagster UI"]
+    return [json.dumps(m.get("stats") or m.get("summary") or {}, default=str)[:300]]
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -16,8 +16,8 @@ from typing import Any
 import dagster as dg
 
 from assets.config import TrainAssetConfig, section_values
-from assets.reporting import line_chart_md
-from assets.resources import CorpusforgeSettings
+from assets.reporting import bar_chart_md, line_chart_md
+from assets.resources import BeamRunner, CorpusforgeSettings
 from pipelines import storage
 from pipelines.config import CorpusforgeConfig, fingerprint, to_dict
 from pipelines.reports import markdown_table
@@ -219,5 +219,138 @@ def perplexity_is_finite(settings: CorpusforgeSettings) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bool(ok), metadata={"val_ppl": _fmt(ppl), "vocab_size": vocab})
 
 
-TRAINING_ASSETS = [pretrained_model, model_evaluation]
+ABLATION_STAGE = "ablation"
+ABLATION_RAW_TOKENS = "ablation_tokens_raw"
+
+
+def _train_run(context: dg.AssetExecutionContext, cfg: CorpusforgeConfig, data: Path, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "train_config.json"
+    storage.atomic_write_json(config_file, {"train": to_dict(cfg.train)})
+    _stream(context, _train_command(cfg, data, out, config_file), Path.cwd())
+    return json.loads((out / "summary.json").read_text())
+
+
+def _evaluate(
+    context: dg.AssetExecutionContext, checkpoint: Path, data: Path, tokenizer: str, out: Path, device: str
+) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.run_eval",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(data),
+        "--tokenizer",
+        tokenizer,
+        "--out",
+        str(out),
+        "--device",
+        device,
+    ]
+    _stream(context, cmd, Path.cwd())
+    return json.loads(out.read_text())
+
+
+@dg.asset(
+    deps=[dg.AssetKey("token_dataset"), dg.AssetKey("raw_documents")],
+    group_name="training",
+    pool="beam",
+    description=(
+        "Data-quality proof: trains the same model for the same number of tokens on the raw corpus and on "
+        "the curated corpus (both tokenized with the curated tokenizer, same split by document id) and "
+        "reports validation perplexity of both on the held-out curated validation split. Config: `train`."
+    ),
+)
+def curation_ablation(
+    context: dg.AssetExecutionContext,
+    config: TrainAssetConfig,
+    settings: CorpusforgeSettings,
+    beam: BeamRunner,
+) -> dg.MaterializeResult:
+    from pipelines.tokens import dataset as token_dataset
+
+    values, reuse = section_values(config)
+    cfg = settings.load("train", values)
+    data_dir = cfg.paths.data_dir
+    curated = storage.current_version(data_dir, TOKENS_STAGE, asset_hint="token_dataset")
+    tokenizer = storage.current_version(data_dir, TOKENIZER_STAGE, asset_hint="tokenizer")
+    tok_path = str(tokenizer.path / tokenizer.manifest().get("tokenizer", {}).get("path", "tokenizer.json"))
+    context.log.info("tokenizing the raw corpus with the curated tokenizer")
+    raw = token_dataset.run(
+        cfg, beam.pipeline_options(cfg), reuse=True, source_stage="raw", stage=ABLATION_RAW_TOKENS
+    ).version
+    fp = fingerprint(ABLATION_STAGE, {"train": to_dict(cfg.train)}, curated.name, raw.name)
+    if reuse and (found := storage.find_reusable(data_dir, ABLATION_STAGE, fp)):
+        storage.point_current(found)
+        report = found.manifest()["report"]
+    else:
+        version = storage.new_version(data_dir, ABLATION_STAGE, fp)
+        try:
+            report = {}
+            for name, data in (("raw", raw), ("curated", curated)):
+                summary = _train_run(context, cfg, data.path, version.path / name)
+                ev = _evaluate(
+                    context,
+                    version.path / name,
+                    curated.path,
+                    tok_path,
+                    version.path / f"{name}_eval.json",
+                    cfg.train.device,
+                )
+                report[name] = {
+                    "train_documents": data.manifest()["splits"]["train"]["documents"],
+                    "train_tokens_available": data.manifest()["splits"]["train"]["tokens"],
+                    "tokens_seen": summary["tokens_seen"],
+                    "steps": summary["steps"],
+                    "final_train_loss": summary["final_train_loss"],
+                    "heldout_loss": ev["val_loss"],
+                    "heldout_ppl": ev["val_ppl"],
+                    "loss_curve": summary["loss_curve"],
+                }
+            storage.commit(
+                version,
+                config={"train": to_dict(cfg.train)},
+                upstream={TOKENS_STAGE: curated.name, ABLATION_RAW_TOKENS: raw.name},
+                entries={},
+                extra={"report": report},
+                keep_versions=cfg.output.keep_versions,
+            )
+        except BaseException:
+            storage.discard(version)
+            raise
+    rows = [
+        {
+            "corpus": k,
+            "train documents": v["train_documents"],
+            "tokens seen": v["tokens_seen"],
+            "final train loss": f"{v['final_train_loss']:.3f}",
+            "held-out loss": _fmt(v["heldout_loss"]),
+            "held-out perplexity": _fmt(v["heldout_ppl"]),
+        }
+        for k, v in report.items()
+    ]
+    curves = {
+        f"{k} train loss": (v["loss_curve"]["step"], v["loss_curve"]["loss"]) for k, v in report.items()
+    }
+    ppl = {k: float(v["heldout_ppl"]) for k, v in report.items() if v["heldout_ppl"] is not None}
+    gain = (ppl["raw"] - ppl["curated"]) / ppl["raw"] if len(ppl) == 2 and ppl["raw"] else None
+    return dg.MaterializeResult(
+        metadata={
+            "comparison": dg.MetadataValue.md(markdown_table(rows)),
+            "heldout_perplexity_chart": dg.MetadataValue.md(
+                bar_chart_md("Held-out perplexity (lower is better)", ppl, xlabel="perplexity")
+            ),
+            "loss_curves": dg.MetadataValue.md(
+                line_chart_md("Training loss", curves, xlabel="step", ylabel="loss")
+            ),
+            "perplexity_reduction": dg.MetadataValue.text(
+                "n/a" if gain is None else f"{100 * gain:.1f}% lower with curation"
+            ),
+        }
+    )
+
+
+TRAINING_ASSETS = [pretrained_model, model_evaluation, curation_ablation]
 TRAINING_CHECKS = [perplexity_is_finite]

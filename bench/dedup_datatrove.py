@@ -16,7 +16,8 @@ after the other, each a ``LocalPipelineExecutor(workers=--workers)``:
    JsonlWriter``, tasks = files (kept and removed documents written, gzip JSONL, the writer default).
 
 ``--language`` overrides the word tokenizer language of every input (``eng`` with ``--input all=DIR``
-is datatrove's default). Several inputs (e.g. ``en=`` and ``zh=``) are deduplicated independently, as
+is datatrove's default). ``NAME=DIR@N,B,R`` gives that input its own n-gram size, buckets and hashes
+per bucket instead of ``--ngram/--buckets/--rows``. Several inputs (e.g. ``en=`` and ``zh=``) are deduplicated independently, as
 datatrove users route documents by language; cluster ids are prefixed with the input name.
 
 After the timed run, the cluster id of every document is read back from stage 4's outputs
@@ -137,18 +138,25 @@ def main() -> None:
     ap.add_argument("--label", default="datatrove")
     args = ap.parse_args()
 
-    inputs = [tuple(x.split("=", 1)) for x in args.input]
-    config = minhash_config(args.ngram, args.buckets, args.rows)
+    inputs = []
+    for spec in args.input:
+        name, folder = spec.split("=", 1)
+        params = (args.ngram, args.buckets, args.rows)
+        if "@" in folder:
+            folder, custom = folder.split("@", 1)
+            params = tuple(int(v) for v in custom.split(","))
+        inputs.append((name, Path(folder), params))
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     stage_s: dict[str, dict[str, float]] = {}
     with TreeMemorySampler() as mem:
         t0 = time.perf_counter()
-        for name, folder in inputs:
-            stage_s[name] = run_one(name, Path(folder), args.language or name, config, args.out, args.workers)
+        for name, folder, params in inputs:
+            config = minhash_config(*params)
+            stage_s[name] = run_one(name, folder, args.language or name, config, args.out, args.workers)
         wall = time.perf_counter() - t0
     pred: dict[str, str] = {}
-    for name, _ in inputs:
+    for name, _, _ in inputs:
         pred.update(read_clusters(name, args.out))
     args.pred.parent.mkdir(parents=True, exist_ok=True)
     with args.pred.open("w", encoding="utf-8") as fh:
@@ -160,13 +168,16 @@ def main() -> None:
         "stage_s": stage_s,
         **mem.report(),
         "config": {
-            "inputs": {name: args.language or name for name, _ in inputs},
-            "n_grams": args.ngram,
-            "num_buckets": args.buckets,
-            "hashes_per_bucket": args.rows,
-            "hash": str(config.hash_config),
-            "workers": args.workers,
+            name: {
+                "language": args.language or name,
+                "n_grams": params[0],
+                "num_buckets": params[1],
+                "hashes_per_bucket": params[2],
+                "hash": str(minhash_config(*params).hash_config),
+            }
+            for name, _, params in inputs
         },
+        "workers": args.workers,
     }
     print(json.dumps(result), flush=True)
 

@@ -225,12 +225,18 @@ def summarize(root: Path) -> dict[str, Any]:
     return {"splits": splits, "doc_index": doc_index, "stats": stats}
 
 
-def run(cfg: CorpusforgeConfig, options: PipelineOptions, *, reuse: bool = False) -> StageResult:
-    """Tokenize and pack the committed ``filtered`` stage with the committed tokenizer."""
+def run(
+    cfg: CorpusforgeConfig,
+    options: PipelineOptions,
+    *,
+    reuse: bool = False,
+    source_stage: str = tokenizer_stage.UPSTREAM,
+    stage: str = STAGE,
+) -> StageResult:
+    """Tokenize and pack the committed ``source_stage`` (default ``filtered``) with the committed
+    tokenizer into stage ``stage`` (the curation ablation tokenizes ``raw`` the same way)."""
     data_dir = cfg.paths.data_dir
-    upstream = storage.current_version(
-        data_dir, tokenizer_stage.UPSTREAM, asset_hint=tokenizer_stage.UPSTREAM_ASSET
-    )
+    upstream = storage.current_version(data_dir, source_stage, asset_hint=tokenizer_stage.UPSTREAM_ASSET)
     tok_version = storage.current_version(data_dir, tokenizer_stage.STAGE, asset_hint="tokenizer")
     tok_manifest = tok_version.manifest()["tokenizer"]
     tok_file = tok_version.path / tok_manifest["path"]
@@ -239,7 +245,7 @@ def run(cfg: CorpusforgeConfig, options: PipelineOptions, *, reuse: bool = False
     vocab = int(tok_manifest["vocab_size"])
     dtype = token_dtype(vocab)
     section = {"dataset": to_dict(cfg.dataset)}
-    fp = fingerprint(STAGE, section, upstream.name, tok_version.name)
+    fp = fingerprint(stage, section, upstream.name, tok_version.name)
     splits = shard_splits(upstream)
     threads = encode_threads(options)
     tok_val_fraction = tok_version.manifest().get("config", {}).get("val_fraction")
@@ -275,11 +281,11 @@ def run(cfg: CorpusforgeConfig, options: PipelineOptions, *, reuse: bool = False
         }
 
     return run_stage(
-        stage=STAGE,
+        stage=stage,
         data_dir=data_dir,
         fp=fp,
         config=section,
-        upstream={tokenizer_stage.UPSTREAM: upstream.name, tokenizer_stage.STAGE: tok_version.name},
+        upstream={source_stage: upstream.name, tokenizer_stage.STAGE: tok_version.name},
         output=cfg.output,
         build=lambda p, v: build_pipeline(p, splits, str(v.path), str(tok_file), cfg.dataset, dtype, threads),
         options=options,

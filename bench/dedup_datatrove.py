@@ -127,7 +127,9 @@ def read_clusters(name: str, out: Path) -> dict[str, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--input", action="append", required=True, help="NAME=DIR; NAME is the tokenizer language")
+    ap.add_argument(
+        "--input", action="append", required=True, help="NAME=DIR; NAME is the tokenizer language"
+    )
     ap.add_argument("--language", default=None, help="word tokenizer language for every input")
     ap.add_argument("--ngram", type=int, default=5)
     ap.add_argument("--buckets", type=int, default=14)

@@ -64,7 +64,11 @@ SOURCE_OVERLAP = 0.2
 def real_bases(lang: str, rng: random.Random, data: Path) -> list[list[str]]:
     """Every 1-3 KB chunk of the real source of ``lang`` (the generator's chunking, no per-book cap)."""
     if lang == "en":
-        return list(dedup_corpus._chunks(dedup_corpus._shakespeare_paragraphs(data / "tinyshakespeare" / "input.txt"), rng))
+        return list(
+            dedup_corpus._chunks(
+                dedup_corpus._shakespeare_paragraphs(data / "tinyshakespeare" / "input.txt"), rng
+            )
+        )
     books = sorted((data / "zh-classics" / "books").rglob("*.txt"))
     out: list[list[str]] = []
     for book in books:
@@ -101,8 +105,12 @@ def build_records(
     max_variants: int = 6,
     singleton_fraction: float = 0.1,
     data: Path = dedup_corpus.DEFAULT_DATA,
+    max_bases: int = 0,
 ) -> list[dict[str, Any]]:
-    """The labelled corpus (``dedup_corpus`` record format), deterministic for the same arguments."""
+    """The labelled corpus (``dedup_corpus`` record format), deterministic for the same arguments.
+
+    ``max_bases`` > 0 keeps that many evenly spaced bases per language (smoke tests).
+    """
     rng = random.Random(seed)
     used: set[str] = set()
     records: list[dict[str, Any]] = []
@@ -118,6 +126,8 @@ def build_records(
         bases = real_bases(lang, rng, data)
         drop = overlapping_bases(["\n\n".join(p) for p in bases])
         bases = [p for i, p in enumerate(bases) if i not in drop]
+        if 0 < max_bases < len(bases):  # a smaller corpus for smoke tests, spread over the source
+            bases = [bases[i * len(bases) // max_bases] for i in range(max_bases)]
         vocab = dedup_corpus._vocab(bases, lang)
         families = 0
         for f, paragraphs in enumerate(bases):
@@ -162,7 +172,11 @@ def commit_clean_stage(data_dir: Path, records: list[dict[str, Any]], shards: in
     version = storage.new_version(data_dir, "clean", "bench")
     for s in range(shards):
         writer = storage.ShardWriter(
-            version.dir("documents"), f"{s:05d}", schemas.DOCUMENTS, max_shard_bytes=1 << 30, row_group_rows=2048
+            version.dir("documents"),
+            f"{s:05d}",
+            schemas.DOCUMENTS,
+            max_shard_bytes=1 << 30,
+            row_group_rows=2048,
         )
         for i in range(s, len(records), shards):
             r = records[i]
@@ -200,6 +214,7 @@ def prepare(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "max_variants": args.max_variants,
         "singleton_fraction": args.singleton_fraction,
+        "max_bases": args.max_bases,
         "shards": args.shards,
         "tasks": args.tasks,
     }
@@ -219,7 +234,7 @@ def prepare(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             p.unlink()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    records = build_records(args.seed, args.max_variants, args.singleton_fraction)
+    records = build_records(args.seed, args.max_variants, args.singleton_fraction, max_bases=args.max_bases)
     dedup_corpus.write_jsonl(records, work / "corpus.jsonl")
     _write_parts(work / "jsonl" / "all", records, args.tasks)
     for lang in ("en", "zh"):
@@ -244,3 +259,260 @@ def prepare(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
     summary_path.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+# ------------------------------------------------------------------------------------------ tools
+
+
+def run_ours(work: Path, workers: int, *, in_memory: bool = False) -> dict[str, Any]:
+    """Our dedup stage on the committed ``clean`` stage; writes ``pred/ours.jsonl``; returns timings."""
+    from pipelines import storage
+    from pipelines.beam_stage import pipeline_options
+    from pipelines.config import load_config
+    from pipelines.dedup import job
+
+    cfg = load_config(
+        overrides={
+            "paths": {"data_dir": str(work / "data")},
+            "runner": {"direct_num_workers": workers, "direct_running_mode": "multi_processing"},
+        }
+    )
+    options = pipeline_options(cfg.runner, in_memory=in_memory)
+    with TreeMemorySampler() as mem:
+        t0 = time.perf_counter()
+        result = job.run(cfg, options)
+        wall = time.perf_counter() - t0
+    pred = {}
+    for path in result.version.shard_paths("clusters"):
+        for row in storage.iter_rows(path, columns=["doc_id", "cluster_id"]):
+            pred[row["doc_id"]] = row["cluster_id"]
+    _write_pred(work / "pred" / "ours.jsonl", pred)
+    stats = result.manifest.get("stats", {})
+    return {
+        "tool": "ours",
+        "wall_s": round(wall, 2),
+        **mem.report(),
+        "config": {"dedup": "DedupConfig defaults", **result.manifest.get("lsh", {}), "workers": workers},
+        "cc_rounds": stats.get("cc_rounds"),
+        "removed": stats.get("removed"),
+    }
+
+
+def _write_pred(path: Path, pred: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for doc_id, cluster in pred.items():
+            fh.write(json.dumps({"id": doc_id, "cluster": cluster}) + "\n")
+
+
+def tool_command(tool: str, work: Path, args: argparse.Namespace) -> list[str]:
+    pred = str(work / "pred" / f"{tool}.jsonl")
+    workers = str(args.workers)
+    if tool == "ours":
+        return [sys.executable, __file__, "--work", str(work), "--workers", workers, "--run-ours"]
+    if tool == "datasketch":
+        return [
+            sys.executable,
+            str(BENCH / "dedup_datasketch.py"),
+            "--corpus",
+            str(work / "corpus.jsonl"),
+            "--pred",
+            pred,
+        ]
+    dt = [
+        args.dt_python,
+        str(BENCH / "dedup_datatrove.py"),
+        "--workers",
+        workers,
+        "--pred",
+        pred,
+        "--label",
+        tool,
+    ]
+    dt += ["--out", str(work / "scratch" / tool)]
+    if tool == "datatrove-default":
+        return [*dt, "--input", f"eng={work}/jsonl/all"]
+    if tool == "datatrove-tuned":
+        return [
+            *dt,
+            "--input",
+            f"en={work}/jsonl/en@{args.dt_en}",
+            "--input",
+            f"cmn={work}/jsonl/zh@{args.dt_zh}",
+        ]
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def load_truth(work: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    truth: dict[str, str] = {}
+    by_lang: dict[str, list[str]] = {}
+    with (work / "corpus.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            truth[r["id"]] = r["cluster"]
+            by_lang.setdefault(r["lang"], []).append(r["id"])
+    return truth, by_lang
+
+
+def score(pred_path: Path, truth: dict[str, str], by_lang: dict[str, list[str]]) -> dict[str, Any]:
+    """Pairwise P/R/F1 + ARI overall and per language; documents missing from ``pred`` are singletons."""
+    from pipelines.dedup.evaluate import clustering_report
+
+    pred = {doc_id: f"singleton:{doc_id}" for doc_id in truth}
+    with pred_path.open(encoding="utf-8") as fh:
+        for line in fh:
+            p = json.loads(line)
+            pred[p["id"]] = p["cluster"]
+    missing = len(truth) - sum(1 for v in pred.values() if not v.startswith("singleton:"))
+    out: dict[str, Any] = {}
+    for name, subset in (("all", None), *sorted(by_lang.items())):
+        rep = clustering_report(pred, truth, subset)
+        out[name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in rep.items()}
+    out["documents_without_prediction"] = missing
+    return out
+
+
+def wait_for_load(limit: float, poll_s: float = 30.0, max_wait_s: float = 1200.0) -> dict[str, Any]:
+    """Poll the 1-minute load average until it is below ``limit`` (at most ``max_wait_s``)."""
+    t0 = time.monotonic()
+    while True:
+        load = os.getloadavg()[0]
+        if load < limit:
+            return {"waited_s": round(time.monotonic() - t0), "load_1m": load, "below_limit": True}
+        if time.monotonic() - t0 >= max_wait_s:
+            log(f"load {load:.2f} still >= {limit} after {max_wait_s:.0f} s: measuring anyway")
+            return {"waited_s": round(time.monotonic() - t0), "load_1m": load, "below_limit": False}
+        log(f"1-minute load {load:.2f} >= {limit}, waiting {poll_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def run_tool(
+    tool: str, work: Path, args: argparse.Namespace, summary: dict[str, Any], truth, by_lang
+) -> dict:
+    """Run one tool in a fresh subprocess and return its scored JSON record."""
+    cmd = tool_command(tool, work, args)
+    log(f"{tool}: {' '.join(cmd)}")
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    with (work / "logs").joinpath(f"{tool}.stderr").open("w") as err:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, check=False)
+    process_wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{tool} failed (rc {proc.returncode}); see {work}/logs/{tool}.stderr")
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    wall = measured.pop("wall_s")
+    mb = summary["text_mb"]
+    docs = summary["documents"]
+    return {
+        "tool": tool,
+        "documents": docs,
+        "text_mb": mb,
+        "workers": 1 if tool == "datasketch" else args.workers,
+        "wall_s": wall,
+        "docs_per_s": round(docs / wall, 1),
+        "mb_per_s": round(mb / wall, 3),
+        "process_wall_s": round(process_wall, 2),
+        **{k: v for k, v in measured.items() if k != "tool"},
+        "quality": score(work / "pred" / f"{tool}.jsonl", truth, by_lang),
+        "load_1m_before": round(load_before, 2),
+        "load_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+# ---------------------------------------------------------------------------------------- profile
+
+
+def profile(work: Path, args: argparse.Namespace, top: int = 30) -> dict[str, Any]:
+    """Where our time goes: shingling and MinHash alone, then the whole stage in_memory under cProfile."""
+    import cProfile
+    import io
+    import pstats
+
+    from pipelines.config import DedupConfig
+    from pipelines.dedup.minhash import MinHasher
+    from pipelines.dedup.shingles import shingles
+
+    texts = [json.loads(line)["text"] for line in (work / "corpus.jsonl").open(encoding="utf-8")]
+    c = DedupConfig()
+    t0 = time.process_time()
+    sets = [shingles(t, c.ngram, c.cjk_ngram) for t in texts]
+    t1 = time.process_time()
+    hasher = MinHasher(c.num_perm, c.seed, c.minhash_scheme)
+    for i in range(0, len(sets), 256):
+        hasher.signatures(sets[i : i + 256])
+    t2 = time.process_time()
+    prof = cProfile.Profile()
+    t3 = time.perf_counter()
+    prof.enable()
+    run_ours(work, 1, in_memory=True)
+    prof.disable()
+    t4 = time.perf_counter()
+    prof.dump_stats(str(work / "ours_in_memory.prof"))
+    text = io.StringIO()
+    stats = pstats.Stats(prof, stream=text)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    (work / "ours_in_memory_profile.txt").write_text(text.getvalue())
+    return {
+        "tool": "ours-profile",
+        "documents": len(texts),
+        "shingles_cpu_s": round(t1 - t0, 2),
+        "minhash_signatures_cpu_s": round(t2 - t1, 2),
+        "signature_docs_per_s_one_core": round(len(texts) / (t2 - t0), 1),
+        "in_memory_stage_wall_s_under_cprofile": round(t4 - t3, 2),
+        "profile_text": str(work / "ours_in_memory_profile.txt"),
+    }
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/dedupspeed"))
+    ap.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--max-variants", type=int, default=7)
+    ap.add_argument("--singleton-fraction", type=float, default=0.1)
+    ap.add_argument("--max-bases", type=int, default=0, help="bases per language, 0 = all (smoke tests)")
+    ap.add_argument("--shards", type=int, default=16, help="Parquet shards of our clean stage")
+    ap.add_argument("--tasks", type=int, default=16, help="JSONL files (datatrove tasks) per input folder")
+    ap.add_argument(
+        "--dt-python", default="/tmp/dtvenv_dedup/bin/python", help="python of the datatrove venv"
+    )
+    ap.add_argument("--dt-en", default="5,20,5", help="datatrove-tuned English n-grams,buckets,rows")
+    ap.add_argument("--dt-zh", default="5,28,4", help="datatrove-tuned Chinese (jieba) n-grams,buckets,rows")
+    ap.add_argument(
+        "--wait-load", type=float, default=None, help="wait until the 1-minute load is below this"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
+    ap.add_argument("--profile", action="store_true", help="profile our stage instead of comparing")
+    ap.add_argument("--run-ours", action="store_true", help=argparse.SUPPRESS)  # the subprocess of 'ours'
+    args = ap.parse_args()
+
+    work = args.work.resolve()
+    if args.run_ours:
+        print(json.dumps(run_ours(work, args.workers)), flush=True)
+        return
+    summary = prepare(work, args)
+    log(f"corpus: {json.dumps({k: v for k, v in summary.items() if k != 'params'})}")
+    if args.profile:
+        print(json.dumps(profile(work, args)), flush=True)
+        return
+    (work / "logs").mkdir(exist_ok=True)
+    truth, by_lang = load_truth(work)
+    load = wait_for_load(args.wait_load) if args.wait_load else {"load_1m": os.getloadavg()[0]}
+    facts = {**machine_facts(), "load_wait": load}
+    corpus = {k: summary[k] for k in ("documents_by_lang", "text_mb_by_lang", "true_clusters", "true_pairs")}
+    for tool in args.tools.split(","):
+        record = {**run_tool(tool, work, args, summary, truth, by_lang), "corpus": corpus, "machine": facts}
+        line = json.dumps(record)
+        print(line, flush=True)
+        if args.out:
+            with args.out.open("a") as fh:
+                fh.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

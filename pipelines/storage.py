@@ -237,7 +237,7 @@ def current_version(
 
 def new_version(data_dir: str | os.PathLike, stage: str, fp: str) -> StageVersion:
     """A fresh, empty version directory for ``stage`` (name: ``v-<fp>-<utc time>-<rand>``)."""
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     version = StageVersion(stage_root(data_dir, stage), f"v-{fp}-{stamp}-{uuid.uuid4().hex[:4]}")
     version.path.mkdir(parents=True, exist_ok=False)
     return version

@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -278,10 +279,13 @@ def run_ours(work: Path, workers: int, *, in_memory: bool = False) -> dict[str, 
         }
     )
     options = pipeline_options(cfg.runner, in_memory=in_memory)
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     with TreeMemorySampler() as mem:
         t0 = time.perf_counter()
         result = job.run(cfg, options)
         wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    parent_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     pred = {}
     for path in result.version.shard_paths("clusters"):
         for row in storage.iter_rows(path, columns=["doc_id", "cluster_id"]):
@@ -292,6 +296,7 @@ def run_ours(work: Path, workers: int, *, in_memory: bool = False) -> dict[str, 
         "tool": "ours",
         "wall_s": round(wall, 2),
         **mem.report(),
+        "parent_cpu_s": round(parent_cpu, 1),  # the FnApiRunner process: it groups every shuffle
         "config": {"dedup": "DedupConfig defaults", **result.manifest.get("lsh", {}), "workers": workers},
         "cc_rounds": stats.get("cc_rounds"),
         "removed": stats.get("removed"),

@@ -147,6 +147,28 @@ def pretrained_model(
     )
 
 
+def _evaluate(
+    context: dg.AssetExecutionContext, checkpoint: Path, data: Path, tokenizer: str, out: Path, device: str
+) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.run_eval",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(data),
+        "--tokenizer",
+        tokenizer,
+        "--out",
+        str(out),
+        "--device",
+        device,
+    ]
+    _stream(context, cmd, Path.cwd())
+    return json.loads(out.read_text())
+
+
 @dg.asset(
     deps=[pretrained_model],
     group_name="training",
@@ -162,24 +184,14 @@ def model_evaluation(
     tokens = storage.StageVersion(storage.stage_root(data_dir, TOKENS_STAGE), m["upstream"][TOKENS_STAGE])
     version = storage.new_version(data_dir, EVAL_STAGE, fingerprint(EVAL_STAGE, model.name))
     try:
-        out = version.path / "evaluation.json"
-        cmd = [
-            sys.executable,
-            "-m",
-            "training.run_eval",
-            "--checkpoint",
-            str(model.path),
-            "--data",
-            str(tokens.path),
-            "--tokenizer",
+        result = _evaluate(
+            context,
+            model.path,
+            tokens.path,
             m["tokenizer_path"],
-            "--out",
-            str(out),
-            "--device",
+            version.path / "evaluation.json",
             cfg.train.device,
-        ]
-        _stream(context, cmd, Path.cwd())
-        result = json.loads(out.read_text())
+        )
         storage.commit(
             version,
             config={},
@@ -229,28 +241,6 @@ def _train_run(context: dg.AssetExecutionContext, cfg: CorpusforgeConfig, data: 
     storage.atomic_write_json(config_file, {"train": to_dict(cfg.train)})
     _stream(context, _train_command(cfg, data, out, config_file), Path.cwd())
     return json.loads((out / "summary.json").read_text())
-
-
-def _evaluate(
-    context: dg.AssetExecutionContext, checkpoint: Path, data: Path, tokenizer: str, out: Path, device: str
-) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "training.run_eval",
-        "--checkpoint",
-        str(checkpoint),
-        "--data",
-        str(data),
-        "--tokenizer",
-        tokenizer,
-        "--out",
-        str(out),
-        "--device",
-        device,
-    ]
-    _stream(context, cmd, Path.cwd())
-    return json.loads(out.read_text())
 
 
 @dg.asset(

@@ -61,7 +61,7 @@ def dagster_dev(tmp_path):
         "CORPUSFORGE_BEAM_WORKERS": "2",
     }
     dagster = Path(sys.executable).with_name("dagster")
-    log = open(tmp_path / "dagster_dev.log", "wb")
+    log = open(tmp_path / "dagster_dev.log", "wb")  # noqa: SIM115 (outlives this block: closed in finally)
     proc = subprocess.Popen(
         [str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
         cwd=REPO,

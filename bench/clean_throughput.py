@@ -10,9 +10,13 @@ throwaway data directory and prints ONE JSON line:
 * peak memory, sampled from ``/proc`` every 0.5 s over the process tree: ``parent_peak_rss_mb``,
   ``workers_peak_rss_sum_mb`` (largest sum over the worker processes at one instant),
   ``workers_peak_rss_max_mb`` (largest single worker), ``tree_peak_rss_mb`` and ``tree_peak_pss_mb``
-  (RSS counts pages shared by forked processes once per process; PSS splits them);
+  (RSS counts pages shared by forked processes once per process; PSS splits them), and the worker
+  peaks of each stage in ``memory_by_stage``;
 * ``kept_fraction``, ``removed_by_reason``, and ``by_lang`` (source language from the corpus, kept and
   removed counts, removal reasons);
+* ``per_doc_single_core`` (``--per-doc N``, after the run): CPU time of ``clean_document`` in one
+  process on the first N documents of each language (ms/doc, MB per CPU second), a figure that other
+  load on the machine barely moves;
 * with ``--scan-mb N``: ``scan``, the same measurement on an N MB slice of the corpus (every file cut
   to the same share, run in a fresh process), to show peak memory does not grow with corpus size.
 
@@ -217,6 +221,44 @@ def corpus_summary(corpus: Path) -> dict[str, Any]:
     return {"documents": docs, "text_mb": round(size / 1e6, 3), "documents_by_lang": dict(by_lang)}
 
 
+def read_head(path: Path, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` records of a JSONL file."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if len(out) >= n:
+                break
+            out.append(json.loads(line))
+    return out
+
+
+def sample_by_lang(corpus: Path, n: int) -> dict[str, list[dict[str, Any]]]:
+    """The first ``n`` records of each source language, reading the files in order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for f in corpus_files(corpus):
+        for rec in read_head(f, 10**9):
+            bucket = out.setdefault(rec.get("lang", "unknown"), [])
+            if len(bucket) < n:
+                bucket.append(rec)
+        if len(out) > 1 and all(len(v) >= n for v in out.values()):
+            break
+    return dict(sorted(out.items()))
+
+
+def cost_summary(records: list[dict[str, Any]], cpu: float, kept: int) -> dict[str, Any]:
+    """Single-core cost of processing ``records`` in ``cpu`` CPU seconds."""
+    mb = sum(len(r["text"].encode("utf-8")) for r in records) / 1e6
+    n = len(records)
+    return {
+        "documents": n,
+        "mb": round(mb, 3),
+        "cpu_s": round(cpu, 2),
+        "ms_per_doc": round(1000 * cpu / n, 3) if n else 0.0,
+        "mb_per_cpu_s": round(mb / cpu, 3) if cpu else None,
+        "kept": kept,
+    }
+
+
 def slice_corpus(corpus: Path, out: Path, mb: float) -> Path:
     """Copy the first lines of every file of ``corpus`` so that the slice holds about ``mb`` MB of text."""
     files = corpus_files(corpus)
@@ -332,9 +374,11 @@ def measure(corpus: Path, workers: int, like_for_like: bool, data_dir: Path) -> 
     load_start = os.getloadavg()[0]
     with TreeMemorySampler() as mem:
         t0 = time.perf_counter()
-        raw = ingest.run(cfg, options)
+        with TreeMemorySampler() as mem_ingest:
+            raw = ingest.run(cfg, options)
         t1 = time.perf_counter()
-        cleaned = clean.run(cfg, options)
+        with TreeMemorySampler() as mem_clean:
+            cleaned = clean.run(cfg, options)
         t2 = time.perf_counter()
     stats = cleaned.manifest.get("stats", {})
     docs_in = stats.get("documents_in", 0)
@@ -355,6 +399,11 @@ def measure(corpus: Path, workers: int, like_for_like: bool, data_dir: Path) -> 
     result.update(rates(result, t2 - t0, cores))
     result["clean_only"] = rates(result, t2 - t1, cores)
     result.update(mem.report())
+    stage_keys = ("workers_peak_rss_max_mb", "workers_peak_rss_sum_mb", "tree_peak_rss_mb", "cpu_s")
+    result["memory_by_stage"] = {
+        name: {k: m.report()[k] for k in stage_keys}
+        for name, m in (("ingest", mem_ingest), ("clean", mem_clean))
+    }
     result["mb_per_cpu_s"] = round(result["input_mb"] / result["cpu_s"], 3) if result["cpu_s"] else None
     result["ru_maxrss_parent_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["kept"] = kept
@@ -366,14 +415,28 @@ def measure(corpus: Path, workers: int, like_for_like: bool, data_dir: Path) -> 
     return result
 
 
-def read_head(path: Path, n: int) -> list[dict[str, Any]]:
-    """The first ``n`` records of a JSONL file."""
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if len(out) >= n:
-                break
-            out.append(json.loads(line))
+def per_doc_cost(corpus: Path, n: int, like_for_like: bool) -> dict[str, Any]:
+    """CPU time of ``clean_document`` in this one process on the first ``n`` documents of each language.
+
+    Independent of the runner and much less sensitive to other load on the machine than wall time.
+    """
+    from pipelines.clean import clean_document
+    from pipelines.config import load_config
+    from pipelines.text.langid import LanguageIdentifier
+
+    cfg = load_config(overrides={"clean": LIKE_FOR_LIKE} if like_for_like else None).clean
+    lid = LanguageIdentifier(cfg.langid) if cfg.langid.enabled else None
+    if lid is not None:
+        lid.setup()
+    out = {}
+    for lang, records in sample_by_lang(corpus, n).items():
+        docs = [
+            {"id": r["id"], "text": r["text"], "source": "bench", "offset": i} for i, r in enumerate(records)
+        ]
+        clean_document(docs[0], cfg, lid)  # warm-up: model load, regex compilation
+        t0 = time.process_time()
+        kept = sum(clean_document(d, cfg, lid).document is not None for d in docs)
+        out[lang] = cost_summary(records, time.process_time() - t0, kept)
     return out
 
 
@@ -400,11 +463,11 @@ def profile(corpus: Path, n: int, like_for_like: bool, top: int = 15) -> None:
         lid.setup()
     clean_document(docs[0], cfg, lid)  # warm caches (regex compilation, stop words)
     prof = cProfile.Profile()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     prof.enable()
     kept = sum(clean_document(d, cfg, lid).document is not None for d in docs)
     prof.disable()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     size = sum(len(d["text"].encode()) for d in docs) / 1e6
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(top)
@@ -416,6 +479,7 @@ def profile(corpus: Path, n: int, like_for_like: bool, top: int = 15) -> None:
                 "kept": kept,
                 "mb": round(size, 3),
                 "wall_s_under_profiler": round(wall, 2),
+                "cpu_s_under_profiler": round(cpu, 2),
                 "config": "like-for-like" if like_for_like else "all presets",
             }
         )
@@ -430,10 +494,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scan-mb", type=float, default=0.0, help="also measure an N MB slice (fresh process)")
     ap.add_argument("--data-dir", type=Path, default=None, help="keep the stage outputs here")
     ap.add_argument("--profile", type=int, default=0, help="cProfile clean_document on N documents")
+    ap.add_argument("--per-doc", type=int, default=1000, help="single-core cost on N documents per language")
+    ap.add_argument("--only-per-doc", action="store_true", help="skip the pipeline run")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
     if args.profile:
         profile(args.corpus, args.profile, args.like_for_like)
+        return
+    if args.only_per_doc:
+        result = {"tool": "corpusforge", "config": "like-for-like" if args.like_for_like else "all presets"}
+        result["per_doc_single_core"] = per_doc_cost(args.corpus, args.per_doc, args.like_for_like)
+        print(json.dumps(result), flush=True)
         return
     tmp = None
     data_dir = args.data_dir
@@ -446,12 +517,15 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+    if args.per_doc:
+        result["per_doc_single_core"] = per_doc_cost(args.corpus, args.per_doc, args.like_for_like)
     if args.scan_mb:
-        extra = ["--workers", str(args.workers)] + (["--like-for-like"] if args.like_for_like else [])
+        extra = ["--workers", str(args.workers), "--per-doc", "0"]
+        extra += ["--like-for-like"] if args.like_for_like else []
         scan = run_scan(Path(__file__).resolve(), args.corpus, args.scan_mb, extra)
         keys = ["input_mb", "documents", "wall_s", "mb_per_s_per_core", "parent_peak_rss_mb"]
         keys += ["workers_peak_rss_sum_mb", "workers_peak_rss_max_mb", "tree_peak_rss_mb", "tree_peak_pss_mb"]
-        result["scan"] = {k: scan[k] for k in keys}
+        result["scan"] = {k: scan[k] for k in [*keys, "memory_by_stage"]}
     print(json.dumps(result, ensure_ascii=False), flush=True)
 
 

@@ -12,8 +12,9 @@ C4QualityFilter(filter_no_terminal_punct=False) -> FineWebQualityFilter -> Jsonl
 spaCy word splitting is applied to every document, Chinese included). Prints ONE JSON line with the
 fields of ``bench/clean_throughput.py`` (wall time, MB/s and docs/s overall and per core, peak RSS of
 the process tree, kept fraction, kept/removed by source language) plus ``dropped_by_filter`` from the
-executor's stats and ``first_failure``: for the first ``--explain`` documents of each language, run
-in-process after the timing, which filter removed them and why.
+executor's stats and ``per_doc_single_core``: after the timed run, on the first ``--per-doc``
+documents of each language, the filters' CPU time in one process and which filter removed each
+document and why (``first_failure``).
 
 The driver sits under ``if __name__ == "__main__":`` because the executor's forkserver workers
 re-import this file.
@@ -40,11 +41,12 @@ from clean_throughput import (  # noqa: E402  (stdlib-only helpers shared with o
     TreeMemorySampler,
     corpus_files,
     corpus_summary,
+    cost_summary,
     log,
     machine_facts,
     rates,
-    read_head,
     run_scan,
+    sample_by_lang,
 )
 
 
@@ -94,20 +96,21 @@ def kept_by_lang(out_dir: Path) -> Counter:
     return counts
 
 
-def first_failure(corpus: Path, per_lang: int) -> dict[str, Any]:
-    """Which filter removes each of the first ``per_lang`` documents of each language, and why."""
+def per_doc_cost(corpus: Path, n: int) -> dict[str, Any]:
+    """Per language, on the first ``n`` documents: single-core CPU cost of the four filters run in
+    sequence in this process (stopping at the first that removes the document, as the pipeline does)
+    and ``first_failure``, which filter removed each document and why."""
     from datatrove.data import Document
 
     steps = filters()
-    seen: Counter = Counter()
-    out: dict[str, Counter] = {}
-    for f in corpus_files(corpus):
-        for rec in read_head(f, 10**9):
-            lang = rec.get("lang", "unknown")
-            if seen[lang] >= per_lang:
-                continue
-            seen[lang] += 1
-            doc = Document(text=rec["text"], id=rec["id"], metadata={"lang": lang})
+    out: dict[str, Any] = {}
+    for lang, records in sample_by_lang(corpus, n).items():
+        docs = [Document(text=r["text"], id=r["id"], metadata={"lang": lang}) for r in records]
+        for step in steps:  # warm-up: spaCy model construction
+            step.filter(Document(text=records[0]["text"], id="warm-up"))
+        verdicts: Counter = Counter()
+        t0 = time.process_time()
+        for doc in docs:
             verdict = "kept"
             for step in steps:
                 res = step.filter(doc)
@@ -115,10 +118,11 @@ def first_failure(corpus: Path, per_lang: int) -> dict[str, Any]:
                 if not ok:
                     verdict = f"{type(step).__name__}:{why}"
                     break
-            out.setdefault(lang, Counter())[verdict] += 1
-        if all(n >= per_lang for n in seen.values()) and len(seen) > 1:
-            break
-    return {lang: dict(c.most_common()) for lang, c in sorted(out.items())}
+            verdicts[verdict] += 1
+        cost = cost_summary(records, time.process_time() - t0, verdicts["kept"])
+        cost["first_failure"] = dict(verdicts.most_common())
+        out[lang] = cost
+    return out
 
 
 def measure(corpus: Path, tasks: int, workers: int, work: Path) -> dict[str, Any]:
@@ -180,18 +184,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tasks", type=int, default=16, help="executor tasks (the reader shards by file)")
     ap.add_argument("--workers", type=int, default=2, help="executor worker processes")
     ap.add_argument("--scan-mb", type=float, default=0.0, help="also measure an N MB slice (fresh process)")
-    ap.add_argument("--explain", type=int, default=500, help="documents per language for first_failure")
+    ap.add_argument("--per-doc", type=int, default=1000, help="single-core cost on N documents per language")
+    ap.add_argument("--only-per-doc", action="store_true", help="skip the pipeline run")
     args = ap.parse_args(argv)
+    if args.only_per_doc:
+        result = {"tool": "datatrove", "per_doc_single_core": per_doc_cost(args.corpus, args.per_doc)}
+        print(json.dumps(result), flush=True)
+        return
     work = Path(tempfile.mkdtemp(prefix="dt-cleanbench-"))
     try:
         log(f"datatrove on {args.corpus}: tasks={args.tasks} workers={args.workers}")
         result = measure(args.corpus, args.tasks, args.workers, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if args.explain:
-        result["first_failure"] = first_failure(args.corpus, args.explain)
+    if args.per_doc:
+        result["per_doc_single_core"] = per_doc_cost(args.corpus, args.per_doc)
     if args.scan_mb:
-        extra = ["--tasks", str(args.tasks), "--workers", str(args.workers), "--explain", "0"]
+        extra = ["--tasks", str(args.tasks), "--workers", str(args.workers), "--per-doc", "0"]
         scan = run_scan(Path(__file__).resolve(), args.corpus, args.scan_mb, extra)
         keys = ["input_mb", "documents", "wall_s", "mb_per_s_per_core", "parent_peak_rss_mb"]
         keys += ["workers_peak_rss_sum_mb", "workers_peak_rss_max_mb", "tree_peak_rss_mb", "tree_peak_pss_mb"]

@@ -40,35 +40,46 @@ def pipeline_options(runner: RunnerConfig, *, in_memory: bool = False) -> Pipeli
 
 
 class WriteShardsFn(beam.DoFn):
-    """Write ``(split, row)`` elements into size-bounded Parquet shards, one writer per split."""
+    """Write ``(split, row)`` elements into size-bounded Parquet shards, one writer per split.
+
+    Reading, processing and writing are fused, so a split's rows arrive together: the previous
+    split's writer is closed as soon as another split starts, keeping one row-group buffer in memory
+    however many splits a worker handles. Should a split reappear in the same bundle (a runner that
+    does not fuse), its numbering continues, so no shard is overwritten.
+    """
 
     def __init__(self, directory: str, schema: Any, output: OutputConfig) -> None:
         self.directory = directory
         self.schema = schema
         self.output = output
-        self._writers: dict[str, storage.ShardWriter] = {}
+        self._writer: storage.ShardWriter | None = None
+        self._next_index: dict[str, int] = {}
 
     def start_bundle(self) -> None:
-        self._writers = {}
+        self._writer, self._next_index = None, {}
 
     def process(self, element: tuple[str, Mapping[str, Any]]) -> None:
         split, row = element
-        writer = self._writers.get(split)
-        if writer is None:
-            writer = self._writers[split] = storage.ShardWriter(
+        if self._writer is None or self._writer.split != split:
+            self._close()
+            self._writer = storage.ShardWriter(
                 self.directory,
                 split,
                 self.schema,
                 max_shard_bytes=self.output.max_shard_bytes,
                 row_group_rows=self.output.row_group_rows,
                 compression=self.output.compression,
+                first_index=self._next_index.get(split, 0),
             )
-        writer.write(row)
+        self._writer.write(row)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._next_index[self._writer.split] = self._writer.close()
+            self._writer = None
 
     def finish_bundle(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
+        self._close()
 
 
 def counter(name: str) -> Any:

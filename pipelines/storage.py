@@ -90,6 +90,7 @@ class ShardWriter:
         row_group_rows: int,
         compression: str = "zstd",
         summarize: Any = None,
+        first_index: int = 0,
     ) -> None:
         self.directory = Path(directory)
         self.split = split
@@ -98,7 +99,7 @@ class ShardWriter:
         self.row_group_rows = row_group_rows
         self.compression = compression
         self.summarize = summarize or summarize_rows
-        self._k = 0
+        self._k = first_index
         self._buffer: list[dict] = []
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
@@ -118,9 +119,11 @@ class ShardWriter:
         if self._bytes >= self.max_shard_bytes:
             self._close()
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Finish the open shard; returns the index the next shard of this split would get."""
         if self._writer is not None:
             self._close()
+        return self._k
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -90,3 +90,36 @@ def test_missing_or_incomplete_stage_is_a_clear_error(tmp_path, beam_options):
     (result.version.path / storage.SUCCESS).unlink()
     with pytest.raises(storage.StageNotFoundError, match="not a complete version"):
         storage.current_version(tmp_path, "unit")
+
+
+def test_interleaved_splits_never_overwrite_shards(tmp_path, beam_options):
+    rows = [(f"{i % 2:05d}", r) for i, r in enumerate(_docs(12))]  # splits alternate: worst case
+
+    def build(pipeline, version):
+        from pipelines.beam_stage import WriteShardsFn
+
+        (
+            pipeline
+            | beam.Create(rows)
+            | beam.ParDo(
+                WriteShardsFn(
+                    str(version.dir("documents")), schemas.DOCUMENTS, OutputConfig(max_shard_bytes=1 << 20)
+                )
+            )
+        )
+
+    result = run_stage(
+        stage="unit",
+        data_dir=str(tmp_path),
+        fp="fp",
+        config={},
+        upstream={},
+        output=OutputConfig(),
+        build=build,
+        options=beam_options,
+        kinds=("documents",),
+    )
+    assert result.manifest["documents"]["rows"] == 12
+    assert sorted(r["id"] for r in storage.iter_stage_rows(result.version)) == sorted(
+        f"d{i}" for i in range(12)
+    )

@@ -216,12 +216,15 @@ class DedupConfig:
         "(0.55 ~ up to 5% of words/CJK characters edited; bench/dedup_quality.py).",
     )
     fp_weight: float = _f(0.1, "Weight of false positives in the bands x rows search (verify removes them).")
-    fn_weight: float = _f(0.9, "Weight of false negatives in the bands x rows search (they are lost for good).")
+    fn_weight: float = _f(
+        0.9, "Weight of false negatives in the bands x rows search (they are lost for good)."
+    )
     verify: bool = _f(True, "Drop candidate pairs whose estimated Jaccard is below the threshold.")
     max_cc_rounds: int = _f(30, "Upper bound on connected-component rounds.")
     seed: int = _f(1, "MinHash permutation seed.")
     minhash_scheme: str = _f(
-        "affine32", "MinHash permutation scheme as in datasketch: affine32 (its >= 2.0 default), affine64, legacy."
+        "affine32",
+        "MinHash permutation scheme as in datasketch: affine32 (its >= 2.0 default), affine64, legacy.",
     )
 
 

@@ -13,7 +13,47 @@ from pipelines.config import load_config
 from pipelines.dedup import job
 from tests.conftest import commit_documents
 
-WORDS = ["river", "mountain", "lantern", "harbor", "meadow", "copper", "violet", "thunder", "orchard", "pepper", "candle", "silver", "marble", "falcon", "garden", "window", "bridge", "castle", "forest", "island", "winter", "summer", "shadow", "mirror", "letter", "saddle", "compass", "anchor", "beacon", "tunnel", "valley", "canyon", "desert", "prairie", "glacier", "harvest", "kettle", "ladder", "needle"]
+WORDS = [
+    "river",
+    "mountain",
+    "lantern",
+    "harbor",
+    "meadow",
+    "copper",
+    "violet",
+    "thunder",
+    "orchard",
+    "pepper",
+    "candle",
+    "silver",
+    "marble",
+    "falcon",
+    "garden",
+    "window",
+    "bridge",
+    "castle",
+    "forest",
+    "island",
+    "winter",
+    "summer",
+    "shadow",
+    "mirror",
+    "letter",
+    "saddle",
+    "compass",
+    "anchor",
+    "beacon",
+    "tunnel",
+    "valley",
+    "canyon",
+    "desert",
+    "prairie",
+    "glacier",
+    "harvest",
+    "kettle",
+    "ladder",
+    "needle",
+]
 
 
 def _text(seed: int, n: int = 120) -> str:

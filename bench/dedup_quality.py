@@ -97,7 +97,7 @@ def evaluate_corpus(records: list[dict[str, Any]], cfg: DedupConfig, scheme: str
     """Run the pure near-dedup path on ``records`` and score it."""
     t0 = time.perf_counter()
     sets = [shingles(r["text"], cfg.ngram, cfg.cjk_ngram) for r in records]
-    hasher = MinHasher(cfg.num_perm, cfg.seed, scheme)
+    hasher = MinHasher(cfg.num_perm, cfg.seed, scheme, cfg.shingle_hash)
     sigs = hasher.signatures(sets)
     params = lsh_params(cfg.threshold, cfg.num_perm, cfg.fp_weight, cfg.fn_weight)
     docs = [
@@ -174,6 +174,7 @@ def main() -> None:
     ap.add_argument("--fn-weight", type=float, default=defaults.fn_weight)
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--scheme", default=getattr(defaults, "minhash_scheme", "affine32"))
+    ap.add_argument("--shingle-hash", default=defaults.shingle_hash, choices=["poly", "sha1"])
     ap.add_argument("--speed", action="store_true", help="also time MinHasher against datasketch")
     args = ap.parse_args()
 
@@ -186,6 +187,7 @@ def main() -> None:
         fp_weight=args.fp_weight,
         fn_weight=args.fn_weight,
         verify=not args.no_verify,
+        shingle_hash=args.shingle_hash,
     )
     if args.corpus:
         with args.corpus.open(encoding="utf-8") as fh:
@@ -208,6 +210,7 @@ def main() -> None:
             "fn_weight": cfg.fn_weight,
             "verify": cfg.verify,
             "scheme": args.scheme,
+            "shingle_hash": cfg.shingle_hash,
         },
         **result,
     }

@@ -470,24 +470,25 @@ def profile(work: Path, cprofile: bool = False, top: int = 30) -> dict[str, Any]
     """
     from pipelines.config import DedupConfig
     from pipelines.dedup.minhash import MinHasher
-    from pipelines.dedup.shingles import shingles
+    from pipelines.dedup.shingles import segments, shingle_layout
 
     texts = [json.loads(line)["text"] for line in (work / "corpus.jsonl").open(encoding="utf-8")]
     c = DedupConfig()
     t0 = time.process_time()
-    sets = [shingles(t, c.ngram, c.cjk_ngram) for t in texts]
+    layouts = [shingle_layout(*segments(t), c.ngram, c.cjk_ngram) for t in texts]
     t1 = time.process_time()
-    hasher = MinHasher(c.num_perm, c.seed, c.minhash_scheme)
-    for i in range(0, len(sets), 256):
-        hasher.signatures(sets[i : i + 256])
+    hasher = MinHasher(c.num_perm, c.seed, c.minhash_scheme, c.shingle_hash)
+    for i in range(0, len(layouts), 256):
+        hasher.signatures_of_layouts(layouts[i : i + 256])
     t2 = time.process_time()
-    del sets
+    del layouts
     stages, wall, cpu = stage_cpu_seconds(work)
     lines = [f"{sec:8.2f} s  {name}" for name, sec in stages.items()]
     (work / "ours_stage_cpu.txt").write_text("\n".join(lines) + "\n")
     out = {
         "tool": "ours-profile",
         "documents": len(texts),
+        "shingle_hash": c.shingle_hash,
         "shingles_cpu_s": round(t1 - t0, 2),
         "minhash_signatures_cpu_s": round(t2 - t1, 2),
         "signature_docs_per_s_one_core": round(len(texts) / (t2 - t0), 1),

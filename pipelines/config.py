@@ -205,7 +205,11 @@ class CleanConfig:
 class DedupConfig:
     exact: bool = _f(True, "Remove exact duplicates (hash of the normalised text).")
     exact_lowercase: bool = _f(True, "Exact hash: lower-case first.")
-    exact_strip_punct: bool = _f(True, "Exact hash: drop punctuation and collapse whitespace first.")
+    exact_strip_punct: bool = _f(
+        True,
+        "Exact hash: punctuation/symbols separate words, whitespace collapsed (with exact_lowercase this "
+        "is the shingle normal form, so exact keys cost nothing extra).",
+    )
     near: bool = _f(True, "Remove near duplicates with MinHash LSH.")
     ngram: int = _f(5, "Word n-gram size for space-delimited text.")
     cjk_ngram: int = _f(5, "Character n-gram size for CJK text.")
@@ -220,11 +224,18 @@ class DedupConfig:
         0.9, "Weight of false negatives in the bands x rows search (they are lost for good)."
     )
     verify: bool = _f(True, "Drop candidate pairs whose estimated Jaccard is below the threshold.")
-    max_cc_rounds: int = _f(30, "Upper bound on connected-component rounds.")
+    max_cc_rounds: int = _f(
+        30, "Upper bound on connected-component rounds (rounds after convergence pass no data)."
+    )
     seed: int = _f(1, "MinHash permutation seed.")
     minhash_scheme: str = _f(
         "affine32",
         "MinHash permutation scheme as in datasketch: affine32 (its >= 2.0 default), affine64, legacy.",
+    )
+    shingle_hash: str = _f(
+        "poly",
+        "Input hash of a shingle: poly (vectorised polynomial hash, ~10x faster) or sha1 (datasketch's "
+        "default hashfunc, for signatures interchangeable with datasketch.MinHash defaults).",
     )
 
 
@@ -412,6 +423,14 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     need(0.0 < d.threshold < 1.0, f"dedup.threshold must be within (0, 1), not {d.threshold}")
     need(d.num_perm >= 8, "dedup.num_perm must be >= 8")
     need(d.ngram >= 1 and d.cjk_ngram >= 1, "dedup.ngram and dedup.cjk_ngram must be >= 1")
+    need(d.max_cc_rounds >= 1, "dedup.max_cc_rounds must be >= 1")
+    need(
+        d.minhash_scheme in ("affine32", "affine64", "legacy"),
+        f"dedup.minhash_scheme must be affine32, affine64 or legacy, not {d.minhash_scheme!r}",
+    )
+    need(
+        d.shingle_hash in ("poly", "sha1"), f"dedup.shingle_hash must be poly or sha1, not {d.shingle_hash!r}"
+    )
     need(
         cfg.bias.toxicity_policy in ("document", "lines"),
         "bias.toxicity_policy must be 'document' or 'lines'",

@@ -4,11 +4,13 @@ import random
 
 import apache_beam as beam
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.dedup.components import (
+    NAMESPACE,
     ComponentsNotConverged,
     ConnectedComponents,
     cc_convergence,
@@ -21,13 +23,18 @@ def _pipeline():
     return TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
 
 
-def _run(edges, max_rounds, expected=None, on_unconverged="raise"):
+def _run(edges, max_rounds, expected=None, on_unconverged="raise", edges_per_round=None):
     p = _pipeline()
     out = p | beam.Create(edges) | ConnectedComponents(max_rounds, on_unconverged=on_unconverged)
     if expected is not None:
         assert_that(out, equal_to(sorted(expected.items())))
     result = p.run()
     result.wait_until_finish()
+    if edges_per_round is not None:
+        counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+        for c in counters:
+            if c.key.metric.name.endswith("_edges"):
+                edges_per_round[int(c.key.metric.name.split("_")[1])] = c.committed
     return cc_convergence(result.metrics(), max_rounds)
 
 
@@ -99,6 +106,17 @@ def test_beam_long_path_counts_rounds_like_the_pure_run():
     rounds, converged = _run(edges, len(history) + 1, union_find_components(edges))
     assert converged
     assert rounds == len(history) - 1 and rounds > 3
+
+
+def test_beam_rounds_after_convergence_get_no_edges():
+    ids = [f"n{i:03d}" for i in range(64)]
+    edges = [(ids[i], ids[i + 1]) for i in range(63)]
+    needed = len(star_components(edges)[1])  # the last of these changes nothing
+    per_round: dict[int, int] = {}
+    rounds, converged = _run(edges, needed + 4, union_find_components(edges), edges_per_round=per_round)
+    assert converged and rounds == needed - 1
+    assert all(per_round.get(i, 0) > 0 for i in range(needed))
+    assert all(per_round.get(i, 0) == 0 for i in range(needed, needed + 4))
 
 
 def test_beam_random_graphs_equal_union_find():

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 
-from pipelines.dedup.minhash import MinHasher, permutations
-from pipelines.dedup.shingles import shingles
+from pipelines.dedup.minhash import (
+    MinHasher,
+    pack_signature,
+    permutations,
+    poly_hash,
+    poly_span_hashes,
+    signature_jaccard,
+    signature_values,
+)
+from pipelines.dedup.shingles import segments, shingle_layout, shingles
 
 _HAS_SCHEMES = "scheme" in inspect.signature(MinHash.__init__).parameters
 SCHEMES = ["affine32", "affine64", "legacy"] if _HAS_SCHEMES else ["legacy"]
@@ -96,3 +104,64 @@ def test_bad_arguments():
         MinHasher(128, 1, scheme="sha256")
     with pytest.raises(ValueError):
         MinHasher(0, 1)
+    with pytest.raises(ValueError, match="input_hash"):
+        MinHasher(128, 1, input_hash="md5")
+
+
+# -- poly input hash, layouts, packed signatures -------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_poly_input_hash_bit_identical_to_datasketch_with_that_hashfunc(scheme):
+    hasher = MinHasher(64, 7, scheme, input_hash="poly")
+    bits = 64 if scheme == "affine64" else 32
+    sets = [shingles(t, 3, 3) for t in TEXTS + _random_texts(40, 3)]
+    for s, sig in zip(sets, hasher.signatures(sets), strict=True):
+        kwargs = {"scheme": scheme} if _HAS_SCHEMES else {}
+        m = MinHash(num_perm=64, seed=7, hashfunc=lambda b: poly_hash(b, bits), **kwargs)
+        m.update_batch([x.encode("utf-8") for x in s])
+        assert np.array_equal(sig, m.hashvalues)
+
+
+def test_poly_span_hashes_equal_the_reference_and_do_not_depend_on_position():
+    text = "abc 天下大势 abc\ud800x"  # a lone surrogate must not break the vectorised path
+    starts = np.array([0, 4, 4, 9, 0, 12])
+    ends = np.array([3, 8, 5, 12, 14, 14])
+    got = poly_span_hashes(text, starts, ends)
+    assert got.tolist() == [poly_hash(text[a:b]) for a, b in zip(starts, ends, strict=True)]
+    assert got[0] == got[3]  # "abc" at two positions
+    assert len(set(got.tolist())) == 5
+    assert poly_span_hashes(text, starts, ends, bits=64).tolist() == [
+        poly_hash(text[a:b], 64) for a, b in zip(starts, ends, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("input_hash", ["poly", "sha1"])
+def test_signatures_of_layouts_equal_signatures_of_shingle_sets(input_hash):
+    hasher = MinHasher(128, 1, input_hash=input_hash)
+    texts = TEXTS + _random_texts(50, 9) + [" ".join(f"w{i}" for i in range(6000))]  # > one block
+    layouts = [shingle_layout(*segments(t), 4, 2) for t in texts]
+    expected = hasher.signatures([shingles(t, 4, 2) for t in texts])
+    assert np.array_equal(hasher.signatures_of_layouts(layouts), expected)
+    assert hasher.signatures_of_layouts([]).shape == (0, 128)
+
+
+def test_poly_and_sha1_estimate_the_same_similarity():
+    a = {f"s{i}" for i in range(1000)}
+    b = {f"s{i}" for i in range(250, 1250)}  # true Jaccard 0.6
+    for input_hash in ("poly", "sha1"):
+        hasher = MinHasher(256, 3, input_hash=input_hash)
+        assert abs(MinHasher.jaccard(hasher.signature(a), hasher.signature(b)) - 0.6) < 0.1
+
+
+def test_packed_signatures_round_trip_and_compare():
+    for scheme in SCHEMES:
+        sig = MinHasher(32, 1, scheme).signature({"a b c", "d e f"})
+        packed = pack_signature(sig)
+        assert isinstance(packed, bytes) and len(packed) == 1 + sig.nbytes
+        assert np.array_equal(signature_values(packed), sig)
+        assert pack_signature(packed) is packed
+        assert signature_jaccard(packed, sig) == 1.0
+    big = np.array([1, 2, 3, 4], dtype=">u4")  # byte order does not matter
+    assert signature_values(pack_signature(big)).tolist() == [1, 2, 3, 4]
+    assert signature_jaccard(pack_signature(big), np.array([1, 2, 0, 0], dtype=np.uint32)) == 0.5

@@ -2,7 +2,14 @@
 
 import pytest
 
-from pipelines.dedup.shingles import is_cjk_char, normalize_for_shingles, segments, shingles
+from pipelines.dedup.shingles import (
+    canonical_body,
+    is_cjk_char,
+    normalize_for_shingles,
+    segments,
+    shingle_layout,
+    shingles,
+)
 
 
 def test_normalisation_nfkc_casefold_punctuation_whitespace():
@@ -65,3 +72,27 @@ def test_cjk_char_check():
 def test_invalid_ngram_rejected():
     with pytest.raises(ValueError):
         shingles("x", 0, 5)
+
+
+def test_layout_spans_are_the_shingles_and_body_is_canonical():
+    text = "Hello, World! 天下大势，分久必合。 one two three four five six 中文"
+    words, runs = segments(text)
+    layout = shingle_layout(words, runs, 3, 2)
+    spans = {layout.body[a:b] for a, b in zip(layout.starts.tolist(), layout.ends.tolist(), strict=True)}
+    assert spans == shingles(text, 3, 2)
+    assert layout.body == canonical_body(words, runs)
+    assert layout.body.split("\n")[0] == " ".join(words) and layout.body.split("\n")[1:] == runs
+    # reformatting that does not change words or runs gives the same body
+    same = shingle_layout(
+        *segments("hello world\n\n天下 大势 分久必合 ONE two three four five six，中文"), 3, 2
+    )
+    assert same.body == layout.body
+
+
+def test_layout_of_empty_and_short_inputs():
+    empty = shingle_layout([], [], 5, 5)
+    assert empty.body == "" and empty.starts.size == 0
+    short = shingle_layout(["a", "b"], ["天"], 5, 5)
+    assert [short.body[a:b] for a, b in zip(short.starts, short.ends, strict=True)] == ["a b", "天"]
+    with pytest.raises(ValueError):
+        shingle_layout(["a"], [], 0, 5)

@@ -12,9 +12,12 @@ The Beam transform alternates the *large-star* and *small-star* operations of Ki
 When a round changes nothing, every component is a star around its minimum node, so each node's
 label is the smallest node id of its component. A pipeline cannot loop on data, so the rounds are
 unrolled ``max_rounds`` times; each round adds its changed-edge count to the Beam counter
-``<namespace>:round_NN_changed`` (``cc_convergence`` reads them back), and the transform raises
-``ComponentsNotConverged`` inside the pipeline when the last round still changed something. No step
-holds more than one node's neighbourhood in memory.
+``<namespace>:round_NN_changed`` (``cc_convergence`` reads them back). Early stop: every round after
+the first starts with a gate that reads the previous round's global change count (a side input of
+one number); once it is 0 the gate sets all edges aside, so the remaining unrolled rounds run on empty
+collections and cost next to nothing (counter ``round_NN_edges``: the edges that entered round NN). The transform raises ``ComponentsNotConverged`` inside the
+pipeline when the last round still changed something. No step holds more than one node's
+neighbourhood in memory.
 """
 
 from __future__ import annotations
@@ -130,11 +133,10 @@ CHANGES = "changes"
 class _StarStepFn(beam.DoFn):
     """Applies ``large_star`` or ``small_star`` to a grouped node; counts changed edges."""
 
-    def __init__(self, step: Any, namespace: str, round_index: int, emit_changes: bool) -> None:
+    def __init__(self, step: Any, namespace: str, round_index: int) -> None:
         self._step = step
         self._namespace = namespace
         self._name = _round_counter(round_index)
-        self._emit_changes = emit_changes
 
     def setup(self) -> None:
         self._changed = Metrics.counter(self._namespace, self._name)
@@ -144,39 +146,59 @@ class _StarStepFn(beam.DoFn):
         out, changed = self._step(node, nbrs)
         if changed:
             self._changed.inc(changed)
-            if self._emit_changes:
-                yield beam.pvalue.TaggedOutput(CHANGES, changed)
+            yield beam.pvalue.TaggedOutput(CHANGES, changed)
         yield from out
 
 
-def _both_directions(edge: tuple[Any, Any]):
-    yield edge
-    yield edge[1], edge[0]
+class _UndirectedFn(beam.DoFn):
+    """Both directions of an edge; counts the edges entering the round (``round_NN_edges``)."""
+
+    def __init__(self, namespace: str, round_index: int) -> None:
+        self._namespace = namespace
+        self._name = f"round_{round_index:02d}_edges"
+
+    def setup(self) -> None:
+        self._edges = Metrics.counter(self._namespace, self._name)
+
+    def process(self, edge: tuple[Any, Any]):
+        self._edges.inc()
+        yield edge
+        yield edge[1], edge[0]
 
 
 class _StarRound(beam.PTransform):
     """One large-star + small-star round over ``(hi, lo)`` edges -> ``(edges, changed-edge counts)``."""
 
-    def __init__(self, namespace: str, round_index: int, emit_changes: bool) -> None:
+    def __init__(self, namespace: str, round_index: int) -> None:
         super().__init__()
         self._namespace = namespace
         self._round = round_index
-        self._emit = emit_changes
 
     def expand(self, edges):
         def step(fn: Any) -> beam.ParDo:
-            dofn = _StarStepFn(fn, self._namespace, self._round, self._emit)
+            dofn = _StarStepFn(fn, self._namespace, self._round)
             return beam.ParDo(dofn).with_outputs(CHANGES, main="edges")
 
         large = (
             edges
-            | "Undirected" >> beam.FlatMap(_both_directions)
+            | "Undirected" >> beam.ParDo(_UndirectedFn(self._namespace, self._round))
             | "ByNode" >> beam.GroupByKey()
             | "LargeStar" >> step(large_star)
         )
         small = large.edges | "ByLarger" >> beam.GroupByKey() | "SmallStar" >> step(small_star)
         changes = (large[CHANGES], small[CHANGES]) | "Changes" >> beam.Flatten()
         return small.edges, changes
+
+
+DONE = "done"
+
+
+def _gate(edge: tuple[Any, Any], changed_before: int):
+    """Edges go on to the next round while the previous round changed something, else aside."""
+    if changed_before:
+        yield edge
+    else:
+        yield beam.pvalue.TaggedOutput(DONE, edge)
 
 
 def _raise_if_changed(total: int, max_rounds: int) -> int:
@@ -217,11 +239,17 @@ class ConnectedComponents(beam.PTransform):
     def expand(self, edges):
         nodes = edges | "Nodes" >> beam.FlatMap(lambda e: ((e[0], e[0]), (e[1], e[1])))
         current = edges | "Canonical" >> beam.FlatMap(_canonical_edge) | "DistinctInput" >> beam.Distinct()
-        last_changes = None
+        parked = []
+        total = None
         for i in range(self._max_rounds):
-            last = i == self._max_rounds - 1
-            current, last_changes = current | f"Round{i:02d}" >> _StarRound(self._namespace, i, last)
-        total = last_changes | "LastRoundChanges" >> beam.CombineGlobally(sum)
+            if total is not None:
+                gated = current | f"Gate{i:02d}" >> beam.FlatMap(
+                    _gate, beam.pvalue.AsSingleton(total)
+                ).with_outputs(DONE, main="active")
+                parked.append(gated[DONE])
+                current = gated.active
+            current, changes = current | f"Round{i:02d}" >> _StarRound(self._namespace, i)
+            total = changes | f"Changes{i:02d}" >> beam.CombineGlobally(sum)
         if self._on_unconverged == "raise":
             _ = total | "CheckConverged" >> beam.Map(_raise_if_changed, self._max_rounds)
         else:
@@ -233,7 +261,8 @@ class ConnectedComponents(beam.PTransform):
                 return n
 
             _ = total | "FlagUnconverged" >> beam.Map(_flag)
-        labels = current | "Labels" >> beam.FlatMap(lambda e: ((e[0], e[1]), (e[1], e[1])))
+        final = (*parked, current) | "FinalEdges" >> beam.Flatten()
+        labels = final | "Labels" >> beam.FlatMap(lambda e: ((e[0], e[1]), (e[1], e[1])))
         return (labels, nodes) | "AllLabels" >> beam.Flatten() | "MinLabel" >> beam.CombinePerKey(min)
 
 

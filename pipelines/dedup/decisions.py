@@ -3,7 +3,8 @@
 ``DedupDecisions(cfg)``: PCollection of ``(doc_id, text, quality)`` -> one decision dict per document
 (``{doc_id, cluster_id, kept, kind, similarity}``, see ``survivor.decision``):
 
-1. one pass per document computes the exact-text key and the MinHash signature (batched);
+1. one pass per document computes the exact-text key and the MinHash signature (batched,
+   ``sketch.DocumentSketcher``);
 2. exact groups (``cfg.exact``) keep one survivor each (``survivor.py`` rule); only the survivors go on;
 3. near-duplicate clusters (``cfg.near``) of the survivors (``near.NearDuplicateClusters``);
 4. an exact duplicate is re-pointed to its exact survivor's final cluster, so every ``cluster_id``
@@ -12,7 +13,7 @@
 
 Kinds: ``"exact"`` for removed exact duplicates and for exact survivors that are not near
 duplicates of anything; ``"near"`` for members of a near cluster; ``"unique"`` otherwise.
-Only small tuples (ids, hashes, signatures) are shuffled; texts stay in the first step.
+Only small tuples (ids, hashes, packed signatures) are shuffled; texts stay in the first step.
 """
 
 from __future__ import annotations
@@ -22,34 +23,26 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines.config import DedupConfig
-from pipelines.dedup.exact import exact_key
 from pipelines.dedup.lsh import optimal_bands_rows
-from pipelines.dedup.minhash import MinHasher
 from pipelines.dedup.near import NearDuplicateClusters
-from pipelines.dedup.shingles import shingles
+from pipelines.dedup.sketch import DocumentSketcher
 from pipelines.dedup.survivor import choose_survivor, decision
 
 
 class _KeyAndSignFn(beam.DoFn):
-    """Batch of ``(doc_id, text, quality)`` -> ``(doc_id, exact key, signature or None, quality, length)``."""
+    """Batch of ``(doc_id, text, quality)`` -> ``(exact key, (doc_id, packed signature or None, quality,
+    length))``; without exact dedup the key is the doc id (every group a singleton)."""
 
     def __init__(self, cfg: DedupConfig) -> None:
         self._cfg = cfg
 
     def setup(self) -> None:
-        c = self._cfg
-        self._hasher = MinHasher(c.num_perm, c.seed, c.minhash_scheme) if c.near else None
+        self._sketcher = DocumentSketcher(self._cfg)
 
     def process(self, batch: list[tuple[str, str, Any]]):
-        c = self._cfg
-        sigs: list[Any] = [None] * len(batch)
-        if self._hasher is not None:
-            sets = [shingles(text, c.ngram, c.cjk_ngram) for _, text, _ in batch]
-            computed = self._hasher.signatures(sets)
-            sigs = [sig if s else None for s, sig in zip(sets, computed, strict=True)]
-        for (doc_id, text, quality), sig in zip(batch, sigs, strict=True):
-            key = exact_key(text, c.exact_lowercase, c.exact_strip_punct) if c.exact else doc_id.encode()
-            yield doc_id, key, sig, quality, len(text)
+        sketches = self._sketcher.sketch([text for _, text, _ in batch])
+        for (doc_id, text, quality), (key, sig) in zip(batch, sketches, strict=True):
+            yield (key if key is not None else doc_id.encode()), (doc_id, sig, quality, len(text))
 
 
 def _exact_groups(kv: tuple[bytes, Any]):
@@ -93,7 +86,6 @@ class DedupDecisions(beam.PTransform):
         )
         groups = (
             rows
-            | "ByExactKey" >> beam.Map(lambda r: (r[1], (r[0], r[2], r[3], r[4])))
             | "ExactGroups" >> beam.GroupByKey()
             | "ExactSurvivors" >> beam.FlatMap(_exact_groups).with_outputs("removed", main="survivors")
         )

@@ -1,10 +1,13 @@
 """Exact duplicates: documents whose normalised text hashes equal.
 
-Normalisation is the project's ``pipelines.text.normalize.normalize_for_hash``: NFKC; casefold when
-``lowercase``; control/format characters, and with ``strip_punct`` every punctuation and symbol
-character, removed; whitespace runs collapsed. The key is the 16-byte BLAKE2b of the UTF-8 result. One survivor per group by the
-rule of ``survivor.py``; records are ``decision`` dicts with kind ``"exact"`` (groups of two or more)
-or ``"unique"``.
+Normal form with the defaults (``lowercase`` and ``strip_punct``): the canonical shingle text of
+``shingles.shingle_layout`` (NFKC, casefold, punctuation and symbols separate words, whitespace
+collapsed, whitespace between CJK characters ignored), so ``DedupDecisions`` gets the key from the
+same pass that shingles the text. With either option off: ``pipelines.text.normalize.normalize_for_hash``
+(NFKC; casefold when ``lowercase``; control/format characters, and with ``strip_punct`` punctuation
+and symbols, removed; whitespace collapsed). The key is the 16-byte BLAKE2b of the UTF-8 result. One
+survivor per group by the rule of ``survivor.py``; records are ``decision`` dicts with kind
+``"exact"`` (groups of two or more) or ``"unique"``.
 """
 
 from __future__ import annotations
@@ -15,14 +18,21 @@ from typing import Any
 
 import apache_beam as beam
 
+from pipelines.dedup.shingles import canonical_body, segments
 from pipelines.dedup.survivor import choose_survivor, decision
 from pipelines.text.normalize import normalize_for_hash
 
 
+def key_of_normal_form(norm: str) -> bytes:
+    """16-byte BLAKE2b of an already normalised text."""
+    return hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 def exact_key(text: str, lowercase: bool = True, strip_punct: bool = True) -> bytes:
-    """16-byte BLAKE2b of the normalised text."""
-    norm = normalize_for_hash(text, lowercase, strip_punct)
-    return hashlib.blake2b(norm.encode("utf-8"), digest_size=16).digest()
+    """16-byte BLAKE2b of the normalised text (see the module docstring for the normal form)."""
+    if lowercase and strip_punct:
+        return key_of_normal_form(canonical_body(*segments(text)))
+    return key_of_normal_form(normalize_for_hash(text, lowercase, strip_punct))
 
 
 def _group_decisions(members: Iterable[tuple[str, float | None, int]]) -> list[dict[str, Any]]:

@@ -15,6 +15,8 @@ from functools import lru_cache
 import numpy as np
 from datasketch.lsh import _false_negative_probability, _false_positive_probability, _optimal_param
 
+from pipelines.dedup.minhash import pack_signature
+
 BAND_HASH_BYTES = 16
 
 
@@ -59,13 +61,19 @@ def lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weigh
     return LshParams(bands=b, rows=r, threshold=threshold, fp_area=fp, fn_area=fn)
 
 
-def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[tuple[int, bytes]]:
-    """``(band index, 16-byte BLAKE2b of the band's little-endian values)`` for each of ``bands`` bands."""
-    if bands * rows > len(signature):
-        raise ValueError(f"{bands} bands x {rows} rows exceed the signature length {len(signature)}")
-    sig = np.asarray(signature)
-    raw = sig.astype(sig.dtype.newbyteorder("<"), copy=False).tobytes()
-    width = sig.dtype.itemsize * rows
+def band_keys(signature: np.ndarray | bytes, bands: int, rows: int) -> list[tuple[int, bytes]]:
+    """``(band index, band key)`` for each of ``bands`` bands of a signature (array or packed bytes).
+
+    The key is the band's little-endian values themselves when they fit in ``BAND_HASH_BYTES``
+    bytes (4 rows of 32-bit values), else their 16-byte BLAKE2b.
+    """
+    packed = pack_signature(signature)
+    itemsize, raw = packed[0], packed[1:]
+    if bands * rows * itemsize > len(raw):
+        raise ValueError(f"{bands} bands x {rows} rows exceed the signature length {len(raw) // itemsize}")
+    width = itemsize * rows
+    if width <= BAND_HASH_BYTES:
+        return [(i, raw[i * width : (i + 1) * width]) for i in range(bands)]
     return [
         (i, hashlib.blake2b(raw[i * width : (i + 1) * width], digest_size=BAND_HASH_BYTES).digest())
         for i in range(bands)

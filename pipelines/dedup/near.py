@@ -4,14 +4,17 @@ Steps (identical in the Beam transform ``NearDuplicateClusters`` and the single-
 ``near_duplicate_clusters_local`` used by the quality benchmark and tests):
 
 1. every document with a non-empty signature is put in one bucket per band, keyed
-   ``(band index, band hash)``;
-2. a bucket of k documents gives k - 1 *star* edges from its smallest doc id to each other member;
-   edges are de-duplicated;
+   ``(band index, band key)`` (``lsh.band_keys``);
+2. a bucket of k documents gives k - 1 *star* edges from its smallest doc id (the hub) to each
+   other member; edges are de-duplicated;
 3. with ``verify``, an edge is kept only if the estimated Jaccard of its two signatures is
-   ``>= threshold`` (signatures are joined onto edges with ``CoGroupByKey``, never broadcast);
+   ``>= threshold``. In Beam the star edges are grouped by hub together with the hub's signature
+   (which also de-duplicates them), then by the other end with its signature: two joins, signatures
+   never broadcast, shuffled as packed bytes (``minhash.pack_signature``);
 4. connected components of the kept edges (transitive: A~B and B~C put A, B, C in one cluster);
 5. per component the survivor (``survivor.py``) is kept, and every member gets its estimated
-   Jaccard to the survivor.
+   Jaccard to the survivor; the members' signatures travel with the component grouping, so no
+   further join is needed.
 
 Records are ``decision`` dicts: kind ``"near"`` for members of a component (survivor included,
 similarity 1.0), ``"unique"`` otherwise (similarity 1.0). Documents whose shingle set is empty
@@ -28,22 +31,18 @@ import numpy as np
 
 from pipelines.dedup.components import NAMESPACE, ConnectedComponents, union_find_components
 from pipelines.dedup.lsh import band_keys
-from pipelines.dedup.minhash import MinHasher
-from pipelines.dedup.shingles import shingles
+from pipelines.dedup.minhash import MinHasher, pack_signature, signature_jaccard
+from pipelines.dedup.shingles import segments, shingle_layout
 from pipelines.dedup.survivor import choose_survivor, decision
 
-# (doc_id, signature or None, quality, length in characters)
-NearInput = tuple[str, "np.ndarray | None", "float | None", int]
+# (doc_id, signature (array or packed bytes) or None, quality, length in characters)
+NearInput = tuple[str, "np.ndarray | bytes | None", "float | None", int]
 
 
 def star_edges(members: Iterable[str]) -> list[tuple[str, str]]:
     """Edges from the smallest id of a bucket to each other member (k members -> k - 1 edges)."""
     ids = sorted(set(members))
     return [(ids[0], other) for other in ids[1:]]
-
-
-def _signature_or_none(hasher: MinHasher, shingle_set: set[str]) -> np.ndarray | None:
-    return hasher.signature(shingle_set) if shingle_set else None
 
 
 # -- single process -----------------------------------------------------------------------------
@@ -67,7 +66,7 @@ def near_duplicate_clusters_local(
     sigs = {d[0]: d[1] for d in docs}
     edges = candidate_edges_local(docs, bands, rows)
     if verify:
-        edges = {(a, b) for a, b in edges if MinHasher.jaccard(sigs[a], sigs[b]) >= threshold}
+        edges = {(a, b) for a, b in edges if signature_jaccard(sigs[a], sigs[b]) >= threshold}
     labels = union_find_components(edges)
     comps: dict[str, list[tuple[str, float | None, int]]] = {}
     out = []
@@ -79,7 +78,7 @@ def near_duplicate_clusters_local(
     for members in comps.values():
         survivor = choose_survivor(members)
         for doc_id, _, _ in members:
-            sim = 1.0 if doc_id == survivor else MinHasher.jaccard(sigs[doc_id], sigs[survivor])
+            sim = 1.0 if doc_id == survivor else signature_jaccard(sigs[doc_id], sigs[survivor])
             out.append(decision(doc_id, survivor, "near", sim))
     return sorted(out, key=lambda d: d["doc_id"])
 
@@ -88,8 +87,10 @@ def near_duplicate_clusters_local(
 
 
 class _SignatureFn(beam.DoFn):
-    def __init__(self, num_perm: int, seed: int, scheme: str, ngram: int, cjk_ngram: int) -> None:
-        self._args = (num_perm, seed, scheme)
+    def __init__(
+        self, num_perm: int, seed: int, scheme: str, ngram: int, cjk_ngram: int, input_hash: str
+    ) -> None:
+        self._args = (num_perm, seed, scheme, input_hash)
         self._ngram = ngram
         self._cjk_ngram = cjk_ngram
 
@@ -97,10 +98,10 @@ class _SignatureFn(beam.DoFn):
         self._hasher = MinHasher(*self._args)
 
     def process(self, batch: list[tuple[str, str]]):
-        sets = [shingles(text, self._ngram, self._cjk_ngram) for _, text in batch]
-        sigs = self._hasher.signatures(sets)
-        for (doc_id, _), s, sig in zip(batch, sets, sigs, strict=True):
-            yield doc_id, (sig if s else None)
+        layouts = [shingle_layout(*segments(text), self._ngram, self._cjk_ngram) for _, text in batch]
+        sigs = self._hasher.signatures_of_layouts(layouts)
+        for (doc_id, _), lay, sig in zip(batch, layouts, sigs, strict=True):
+            yield doc_id, (sig if lay.starts.size else None)
 
 
 class MinHashSignatures(beam.PTransform):
@@ -114,9 +115,10 @@ class MinHashSignatures(beam.PTransform):
         ngram: int = 5,
         cjk_ngram: int = 5,
         max_batch_size: int = 256,
+        input_hash: str = "sha1",
     ) -> None:
         super().__init__()
-        self._fn = _SignatureFn(num_perm, seed, scheme, ngram, cjk_ngram)
+        self._fn = _SignatureFn(num_perm, seed, scheme, ngram, cjk_ngram, input_hash)
         self._max_batch = max_batch_size
 
     def expand(self, docs):
@@ -127,40 +129,9 @@ class MinHashSignatures(beam.PTransform):
         )
 
 
-def _edge_similarity(kv: tuple[str, dict[str, list]]):
-    """Second join: ``b -> ((a, b), jaccard(sig_a, sig_b))`` for every half-edge ending at ``b``."""
-    b, grouped = kv
-    for sig_b in grouped["sig"]:
-        for a, sig_a in grouped["half"]:
-            yield (a, b), MinHasher.jaccard(sig_a, sig_b)
-
-
-def _attach_first_signature(kv: tuple[str, dict[str, list]]):
-    """First join: ``a -> (b, (a, sig_a))`` for every edge ``(a, b)``."""
-    a, grouped = kv
-    for sig_a in grouped["sig"]:
-        for b in grouped["edge"]:
-            yield b, (a, sig_a)
-
-
-class EdgeSimilarity(beam.PTransform):
-    """Edges ``(a, b)`` -> ``((a, b), estimated Jaccard)``, joining ``(doc_id, signature)`` twice by key."""
-
-    def __init__(self, signatures: beam.PCollection) -> None:
-        super().__init__()
-        self._sigs = signatures
-
-    def expand(self, edges):
-        half = (
-            {"sig": self._sigs, "edge": edges}
-            | "JoinFirst" >> beam.CoGroupByKey()
-            | "AttachFirst" >> beam.FlatMap(_attach_first_signature)
-        )
-        return (
-            {"sig": self._sigs, "half": half}
-            | "JoinSecond" >> beam.CoGroupByKey()
-            | "Similarity" >> beam.FlatMap(_edge_similarity)
-        )
+def _packed(doc: NearInput) -> NearInput:
+    doc_id, sig, quality, length = doc
+    return doc_id, (None if sig is None else pack_signature(sig)), quality, length
 
 
 def _bucket_entries(doc: NearInput, bands: int, rows: int):
@@ -170,27 +141,74 @@ def _bucket_entries(doc: NearInput, bands: int, rows: int):
             yield key, doc_id
 
 
+def _send_hub_signature(kv: tuple[str, dict[str, list]]):
+    """First join, keyed by hub: ``other -> (hub, sig_hub)`` once per distinct star edge."""
+    hub, grouped = kv
+    others = sorted(set(grouped["other"]))
+    for sig in grouped["sig"]:
+        for other in others:
+            yield other, (hub, sig)
+
+
+def _verified_edges(kv: tuple[str, dict[str, list]], threshold: float):
+    """Second join, keyed by the other end: ``(hub, other)`` when the estimated Jaccard >= threshold."""
+    other, grouped = kv
+    for sig in grouped["sig"]:
+        for hub, hub_sig in grouped["hub"]:
+            if signature_jaccard(hub_sig, sig) >= threshold:
+                yield hub, other
+
+
+class VerifiedEdges(beam.PTransform):
+    """Star edges ``(hub, other)`` (repeats allowed) -> distinct edges with estimated Jaccard >= threshold.
+
+    Signatures are joined by key (hub's, then the other end's), never broadcast.
+    """
+
+    def __init__(self, signatures: beam.PCollection, threshold: float) -> None:
+        super().__init__()
+        self._sigs = signatures
+        self._threshold = threshold
+
+    def expand(self, edges):
+        halves = (
+            {"sig": self._sigs, "other": edges}
+            | "JoinHub" >> beam.CoGroupByKey()
+            | "SendHubSignature" >> beam.FlatMap(_send_hub_signature)
+        )
+        return (
+            {"sig": self._sigs, "hub": halves}
+            | "JoinOther" >> beam.CoGroupByKey()
+            | "Verify" >> beam.FlatMap(_verified_edges, self._threshold)
+        )
+
+
 def _split_by_component(kv: tuple[str, dict[str, list]]):
     doc_id, grouped = kv
-    for quality, length in grouped["doc"]:
+    for quality, length, sig in grouped["doc"]:
         comps = grouped["comp"]
         if comps:
-            yield comps[0], (doc_id, quality, length)
+            yield comps[0], (doc_id, quality, length, sig)
         else:
             yield beam.pvalue.TaggedOutput("unique", decision(doc_id, doc_id, "unique", 1.0))
 
 
-def _survivor_pairs(kv: tuple[str, Iterable[tuple[str, float | None, int]]]):
-    """``(survivor, member)`` for every member of one component (the survivor paired with itself)."""
+def _component_decisions(kv: tuple[str, Iterable[tuple[str, float | None, int, bytes]]]):
+    """Survivor of one component and every member's estimated Jaccard to it."""
     _, members = kv
     members = list(members)
-    survivor = choose_survivor(members)
-    for doc_id, _, _ in members:
-        yield survivor, doc_id
+    survivor = choose_survivor([m[:3] for m in members])
+    survivor_sig = next(m[3] for m in members if m[0] == survivor)
+    for doc_id, _, _, sig in members:
+        sim = 1.0 if doc_id == survivor else signature_jaccard(sig, survivor_sig)
+        yield decision(doc_id, survivor, "near", sim)
 
 
 class NearDuplicateClusters(beam.PTransform):
-    """PCollection of ``(doc_id, signature or None, quality, length)`` -> one decision dict per document."""
+    """PCollection of ``(doc_id, signature or None, quality, length)`` -> one decision dict per document.
+
+    Signatures may be numpy arrays or ``pack_signature`` bytes; they are shuffled packed.
+    """
 
     def __init__(
         self,
@@ -207,41 +225,29 @@ class NearDuplicateClusters(beam.PTransform):
         self._cc = ConnectedComponents(max_cc_rounds, namespace=namespace, on_unconverged=on_unconverged)
 
     def expand(self, docs):
-        bands, rows, threshold = self._bands, self._rows, self._threshold
-        sigs = docs | "KeySignature" >> beam.FlatMap(lambda d: [(d[0], d[1])] if d[1] is not None else [])
-        edges = (
+        bands, rows = self._bands, self._rows
+        docs = docs | "Pack" >> beam.Map(_packed)
+        star = (
             docs
             | "BandKeys" >> beam.FlatMap(_bucket_entries, bands, rows)
             | "Buckets" >> beam.GroupByKey()
             | "StarEdges" >> beam.FlatMap(lambda kv: star_edges(kv[1]))
-            | "DistinctEdges" >> beam.Distinct()
         )
         if self._verify:
-            edges = (
-                edges
-                | "VerifySimilarity" >> EdgeSimilarity(sigs)
-                | "AboveThreshold" >> beam.Filter(lambda es: es[1] >= threshold)
-                | "DropSimilarity" >> beam.Map(lambda es: es[0])
-            )
+            sigs = docs | "KeySignature" >> beam.FlatMap(lambda d: [(d[0], d[1])] if d[1] is not None else [])
+            edges = star | "VerifiedEdges" >> VerifiedEdges(sigs, self._threshold)
+        else:
+            edges = star | "DistinctEdges" >> beam.Distinct()
         comps = edges | "Components" >> self._cc
-        info = docs | "KeyInfo" >> beam.Map(lambda d: (d[0], (d[2], d[3])))
+        info = docs | "KeyInfo" >> beam.Map(lambda d: (d[0], (d[2], d[3], d[1])))
         split = (
             {"doc": info, "comp": comps}
             | "JoinComponents" >> beam.CoGroupByKey()
             | "SplitUnique" >> beam.FlatMap(_split_by_component).with_outputs("unique", main="members")
         )
-        pairs = (
-            split.members | "ByComponent" >> beam.GroupByKey() | "Survivors" >> beam.FlatMap(_survivor_pairs)
+        near = (
+            split.members
+            | "ByComponent" >> beam.GroupByKey()
+            | "Survivors" >> beam.FlatMap(_component_decisions)
         )
-        kept = (
-            pairs
-            | "SurvivorsOnly" >> beam.Filter(lambda p: p[0] == p[1])
-            | "KeptDecision" >> beam.Map(lambda p: decision(p[1], p[0], "near", 1.0))
-        )
-        removed = (
-            pairs
-            | "MembersOnly" >> beam.Filter(lambda p: p[0] != p[1])
-            | "SimilarityToSurvivor" >> EdgeSimilarity(sigs)
-            | "RemovedDecision" >> beam.Map(lambda es: decision(es[0][1], es[0][0], "near", es[1]))
-        )
-        return (split.unique, kept, removed) | "AllDecisions" >> beam.Flatten()
+        return (split.unique, near) | "AllDecisions" >> beam.Flatten()

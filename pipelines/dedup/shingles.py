@@ -13,13 +13,18 @@ space-delimited: Korean separates words with spaces.
 
 Shingles (``shingles``): word ``ngram``-grams over the words (joined by one space) and character
 ``cjk_ngram``-grams inside each CJK run; a word sequence or CJK run shorter than its n gives one
-shingle holding all of it. Empty or punctuation-only text gives the empty set.
+shingle holding all of it. Empty or punctuation-only text gives the empty set. ``shingle_layout``
+gives the same shingles as spans of one canonical string, so they can be hashed without building
+one Python string per shingle (``minhash.MinHasher.signatures_of_layouts``).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from typing import NamedTuple
+
+import numpy as np
 
 # Han (incl. radicals, compatibility and extension blocks), kana, bopomofo, iteration marks.
 _CJK_RANGES = (
@@ -32,6 +37,16 @@ _TOKEN = re.compile(rf"([{_CJK_RANGES}]+)|([^\s{_CJK_RANGES}]+)")
 
 EMBED_MAX_TOKENS = 3
 """At most this many non-CJK tokens between two CJK runs are absorbed into the run."""
+
+_NO_SPANS = np.zeros(0, dtype=np.int64)
+
+
+class ShingleLayout(NamedTuple):
+    """A document's canonical text and its shingles as ``body[starts[i]:ends[i]]``."""
+
+    body: str
+    starts: np.ndarray
+    ends: np.ndarray
 
 
 def is_cjk_char(ch: str) -> bool:
@@ -78,27 +93,51 @@ def segments(text: str) -> tuple[list[str], list[str]]:
     return words, runs
 
 
-def _word_ngrams(words: list[str], n: int) -> set[str]:
-    """``n``-grams of ``words`` joined by one space, sliced out of the joined text."""
-    if len(words) < n:
-        return {" ".join(words)} if words else set()
+def canonical_body(words: list[str], runs: list[str]) -> str:
+    """Words joined by one space, then each CJK run after a newline (determines ``(words, runs)``)."""
+    return " ".join(words) + "".join("\n" + run for run in runs)
+
+
+def shingle_layout(words: list[str], runs: list[str], ngram: int = 5, cjk_ngram: int = 5) -> ShingleLayout:
+    """The shingles of ``(words, runs)`` as ``[start, end)`` spans of one string.
+
+    The string (``body``) is the words joined by one space, then each CJK run preceded by a newline;
+    it determines ``(words, runs)`` uniquely, so it is also the canonical form hashed by exact dedup.
+    Spans: word ``ngram``-grams (all the words when there are fewer), character ``cjk_ngram``-grams of
+    each run (the whole run when it is shorter). The same shingle may appear more than once.
+    """
+    if ngram < 1 or cjk_ngram < 1:
+        raise ValueError(f"n-gram sizes must be >= 1, got ngram={ngram}, cjk_ngram={cjk_ngram}")
     joined = " ".join(words)
-    starts = [0]
-    for w in words[:-1]:
-        starts.append(starts[-1] + len(w) + 1)
-    ends = [st + len(w) for st, w in zip(starts, words, strict=True)]
-    return {joined[a:b] for a, b in zip(starts[: len(words) - n + 1], ends[n - 1 :], strict=True)}
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    if words:
+        lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        word_end = np.cumsum(lens + 1) - 1
+        word_start = word_end - lens
+        if len(words) < ngram:
+            starts.append(np.zeros(1, dtype=np.int64))
+            ends.append(word_end[-1:])
+        else:
+            starts.append(word_start[: len(words) - ngram + 1])
+            ends.append(word_end[ngram - 1 :])
+    offset = len(joined)
+    for run in runs:
+        offset += 1  # the newline before the run
+        count = max(len(run) - cjk_ngram + 1, 1)
+        first = np.arange(offset, offset + count, dtype=np.int64)
+        starts.append(first)
+        ends.append(first + min(cjk_ngram, len(run)))
+        offset += len(run)
+    body = canonical_body(words, runs)
+    if not starts:
+        return ShingleLayout(body, _NO_SPANS, _NO_SPANS)
+    return ShingleLayout(body, np.concatenate(starts), np.concatenate(ends))
 
 
 def shingles(text: str, ngram: int = 5, cjk_ngram: int = 5) -> set[str]:
     """The shingle set of ``text``: word ``ngram``-grams plus character ``cjk_ngram``-grams of CJK runs."""
-    if ngram < 1 or cjk_ngram < 1:
-        raise ValueError(f"n-gram sizes must be >= 1, got ngram={ngram}, cjk_ngram={cjk_ngram}")
     words, runs = segments(text)
-    out = _word_ngrams(words, ngram)
-    for run in runs:
-        if len(run) >= cjk_ngram:
-            out.update([run[i : i + cjk_ngram] for i in range(len(run) - cjk_ngram + 1)])
-        else:
-            out.add(run)
-    return out
+    layout = shingle_layout(words, runs, ngram, cjk_ngram)
+    body = layout.body
+    return {body[a:b] for a, b in zip(layout.starts.tolist(), layout.ends.tolist(), strict=True)}

@@ -19,7 +19,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import storage
-from pipelines.config import OutputConfig, RunnerConfig
+from pipelines.config import CorpusforgeConfig, OutputConfig, RunnerConfig, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,48 @@ def run_stage(
         storage.discard(version)
         raise
     return StageResult(version, manifest, counters)
+
+
+def run_downstream_stage(
+    cfg: CorpusforgeConfig,
+    *,
+    stage: str,
+    upstream_stage: str,
+    asset_hint: str,
+    section: dict[str, Any],
+    build: Callable[[beam.Pipeline, list[tuple[str, str]], storage.StageVersion], None],
+    finalize: Callable[
+        [storage.StageVersion, dict[str, int], dict[str, Any], dict[str, Any]], Mapping[str, Any]
+    ],
+    options: PipelineOptions,
+    reuse: bool = False,
+    kinds: tuple[str, ...] = ("documents", "ledger"),
+    fingerprint_extra: tuple[Any, ...] = (),
+    config_extra: Mapping[str, Any] | None = None,
+) -> StageResult:
+    """``run_stage`` over the current version of ``upstream_stage``'s document shards.
+
+    ``build(pipeline, splits, version)`` gets the upstream ``(split, shard path)`` pairs;
+    ``finalize(version, counters, entries, upstream_documents)`` also gets the upstream manifest's
+    document entries (for conservation stats). The fingerprint covers ``section``, the upstream
+    version and ``fingerprint_extra``.
+    """
+    upstream = storage.current_version(cfg.paths.data_dir, upstream_stage, asset_hint=asset_hint)
+    splits = shard_splits(upstream)
+    up_docs = upstream.manifest()["documents"]
+    return run_stage(
+        stage=stage,
+        data_dir=cfg.paths.data_dir,
+        fp=fingerprint(stage, section, upstream.name, *fingerprint_extra),
+        config={**section, **(config_extra or {})},
+        upstream={upstream_stage: upstream.name},
+        output=cfg.output,
+        build=lambda p, v: build(p, splits, v),
+        options=options,
+        kinds=kinds,
+        finalize=lambda v, counters, entries: finalize(v, counters, entries, up_docs),
+        reuse=reuse,
+    )
 
 
 def shard_splits(version: storage.StageVersion, kind: str = "documents") -> list[tuple[str, str]]:

@@ -22,9 +22,9 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines import schemas, storage
-from pipelines.beam_stage import build_document_stage, counter, run_stage, shard_splits
-from pipelines.config import CleanConfig, CorpusforgeConfig, fingerprint, to_dict
+from pipelines import schemas
+from pipelines.beam_stage import build_document_stage, counter, run_downstream_stage
+from pipelines.config import CleanConfig, CorpusforgeConfig, to_dict
 from pipelines.text.langid import LanguageIdentifier, decide
 from pipelines.text.normalize import normalize_text
 from pipelines.text.pii import redact_pii
@@ -151,22 +151,16 @@ def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> Any:
     """Clean the committed ``raw`` stage into a new ``clean`` version."""
     from pipelines.reports import stage_stats
 
-    upstream = storage.current_version(cfg.paths.data_dir, UPSTREAM, asset_hint="raw_documents")
-    splits = shard_splits(upstream)
-    section = {"clean": to_dict(cfg.clean)}
-    fp = fingerprint(STAGE, section, upstream.name)
-    up_docs = upstream.manifest()["documents"]
-    return run_stage(
+    return run_downstream_stage(
+        cfg,
         stage=STAGE,
-        data_dir=cfg.paths.data_dir,
-        fp=fp,
-        config=section,
-        upstream={UPSTREAM: upstream.name},
-        output=cfg.output,
-        build=lambda p, v: build_document_stage(
+        upstream_stage=UPSTREAM,
+        asset_hint="raw_documents",
+        section={"clean": to_dict(cfg.clean)},
+        build=lambda p, splits, v: build_document_stage(
             p, splits, CleanFn(cfg.clean), str(v.path), cfg.output, label="Clean"
         ),
+        finalize=lambda v, counters, entries, up_docs: {"stats": stage_stats(entries, up_docs)},
         options=options,
-        finalize=lambda v, counters, entries: {"stats": stage_stats(entries, up_docs)},
         reuse=reuse,
     )

@@ -39,13 +39,13 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines import schemas, storage
-from pipelines.beam_stage import StageResult, WriteShardsFn, counter, read_shard, run_stage, shard_splits
+from pipelines.beam_stage import StageResult, WriteShardsFn, counter, read_shard, run_downstream_stage
 from pipelines.bias.balance import keep_document, plan_balance
 from pipelines.bias.cda import CDA_TAG, counterfactual_id, gender_swap, select_for_cda
 from pipelines.bias.lexicon import AXES, data_version, normalize_lang
 from pipelines.bias.representation import analyze, axis_signals, mentioned_axes
 from pipelines.bias.toxicity import apply_policy
-from pipelines.config import BiasConfig, CorpusforgeConfig, OutputConfig, fingerprint, to_dict
+from pipelines.config import BiasConfig, CorpusforgeConfig, OutputConfig, to_dict
 from pipelines.reports import stage_stats
 
 STAGE = "filtered"
@@ -397,15 +397,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> StageResult:
     """Filter the committed ``dedup`` stage into a new ``filtered`` version."""
-    upstream = storage.current_version(cfg.paths.data_dir, UPSTREAM, asset_hint=UPSTREAM_ASSET)
-    splits = shard_splits(upstream)
-    section = {"bias": to_dict(cfg.bias)}
     lexicons = data_version()
-    fp = fingerprint(STAGE, section, upstream.name, lexicons)
-    up_docs = upstream.manifest()["documents"]
     balancing = cfg.bias.max_source_fraction < 1.0
 
-    def finalize(version: storage.StageVersion, counters: dict, entries: dict) -> dict[str, Any]:
+    def finalize(
+        version: storage.StageVersion, counters: dict, entries: dict, up_docs: dict
+    ) -> dict[str, Any]:
         reports = version.path / REPORTS_DIR
         toxicity = _read_json(reports / STATS_FILE)
         sources = toxicity.pop("sources")
@@ -415,15 +412,16 @@ def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> StageRe
             extra["balance"] = balance_summary(_read_json(reports / PLAN_FILE), sources)
         return extra
 
-    return run_stage(
+    return run_downstream_stage(
+        cfg,
         stage=STAGE,
-        data_dir=cfg.paths.data_dir,
-        fp=fp,
-        config={**section, "lexicon_version": lexicons},
-        upstream={UPSTREAM: upstream.name},
-        output=cfg.output,
-        build=lambda p, v: build_pipeline(p, splits, cfg.bias, str(v.path), cfg.output),
-        options=options,
+        upstream_stage=UPSTREAM,
+        asset_hint=UPSTREAM_ASSET,
+        section={"bias": to_dict(cfg.bias)},
+        build=lambda p, splits, v: build_pipeline(p, splits, cfg.bias, str(v.path), cfg.output),
         finalize=finalize,
+        options=options,
         reuse=reuse,
+        fingerprint_extra=(lexicons,),
+        config_extra={"lexicon_version": lexicons},
     )

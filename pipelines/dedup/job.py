@@ -22,8 +22,8 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines import schemas, storage
-from pipelines.beam_stage import WriteShardsFn, counter, read_shard, run_stage, shard_splits
-from pipelines.config import CorpusforgeConfig, fingerprint, to_dict
+from pipelines.beam_stage import WriteShardsFn, counter, read_shard, run_downstream_stage
+from pipelines.config import CorpusforgeConfig, to_dict
 from pipelines.dedup.components import NAMESPACE as CC_NAMESPACE
 from pipelines.dedup.decisions import DedupDecisions
 from pipelines.dedup.lsh import lsh_params
@@ -197,21 +197,15 @@ def _finalize(
 
 def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> Any:
     """Deduplicate the committed ``clean`` stage into a new ``dedup`` version."""
-    upstream = storage.current_version(cfg.paths.data_dir, UPSTREAM, asset_hint="clean_documents")
-    splits = shard_splits(upstream)
-    section = {"dedup": to_dict(cfg.dedup)}
-    fp = fingerprint(STAGE, section, upstream.name)
-    up_docs = upstream.manifest()["documents"]
-    return run_stage(
+    return run_downstream_stage(
+        cfg,
         stage=STAGE,
-        data_dir=cfg.paths.data_dir,
-        fp=fp,
-        config=section,
-        upstream={UPSTREAM: upstream.name},
-        output=cfg.output,
-        build=lambda p, v: build_dedup(p, splits, cfg, str(v.path)),
+        upstream_stage=UPSTREAM,
+        asset_hint="clean_documents",
+        section={"dedup": to_dict(cfg.dedup)},
+        build=lambda p, splits, v: build_dedup(p, splits, cfg, str(v.path)),
+        finalize=lambda v, counters, entries, up_docs: _finalize(v, counters, entries, up_docs, cfg),
         options=options,
-        kinds=("documents", "ledger", "clusters"),
-        finalize=lambda v, counters, entries: _finalize(v, counters, entries, up_docs, cfg),
         reuse=reuse,
+        kinds=("documents", "ledger", "clusters"),
     )

@@ -27,6 +27,7 @@ lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 dev: setup  ## open the Dagster UI on http://127.0.0.1:3000 (same demo settings as make demo)
+	$(BIN)/corpusforge home
 	CORPUSFORGE_CONFIG=sample_data/demo.yaml $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:

@@ -1,5 +1,6 @@
 """Jobs, the schedule and the new-raw-files sensor."""
 
+import hashlib
 import json
 import os
 
@@ -47,7 +48,13 @@ def _snapshot(settings: CorpusforgeSettings) -> dict[str, int]:
         root, files = list_inputs(cfg.paths.input, cfg.ingest.glob)
     except InputError:
         return {}
-    return {f.relative_to(root).as_posix(): f.stat().st_mtime_ns for f in files}
+    out = {}
+    for f in files:
+        try:
+            out[f.relative_to(root).as_posix()] = f.stat().st_mtime_ns
+        except OSError:  # broken link: ingestion records it; the sensor has nothing to compare
+            out[f.relative_to(root).as_posix()] = -1
+    return out
 
 
 def new_files(snapshot: dict[str, int], cursor: str | None) -> tuple[list[str], str]:
@@ -57,22 +64,43 @@ def new_files(snapshot: dict[str, int], cursor: str | None) -> tuple[list[str], 
     return fresh, json.dumps({**seen, **{p: snapshot[p] for p in fresh}}, sort_keys=True)
 
 
+ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
 @dg.sensor(
     job=data_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Starts the data job once for every new or changed file in the raw input directory.",
+    description=(
+        "Starts the data job when files in the raw input directory are new or changed: one run per "
+        "batch of files, and none while a corpusforge run is in progress (they share the data directory)."
+    ),
 )
 def new_raw_files_sensor(
     context: dg.SensorEvaluationContext, settings: CorpusforgeSettings
-) -> dg.SensorResult:
+) -> dg.SensorResult | dg.SkipReason:
     fresh, cursor = new_files(_snapshot(settings), context.cursor)
     if not fresh:
         return dg.SensorResult(skip_reason=dg.SkipReason("no new raw files"), cursor=cursor)
-    # Later runs of a burst find earlier ones' outputs: unchanged stages are re-used, not recomputed.
-    run_config = {"ops": {name: {"config": {"reuse_existing": True}} for name in REUSE_ASSETS}}
-    requests = [
-        dg.RunRequest(run_key=f"{path}@{mtime}", run_config=run_config, tags={"corpusforge/new_file": path})
-        for path, mtime in ((p, json.loads(cursor)[p]) for p in fresh)
+    busy = [
+        r
+        for job in (data_job.name, full_job.name)
+        for r in context.instance.get_run_records(dg.RunsFilter(job_name=job, statuses=ACTIVE), limit=1)
     ]
-    return dg.SensorResult(run_requests=requests, cursor=cursor)
+    if busy:  # the cursor stays: these files are picked up by the first tick after that run
+        return dg.SkipReason(f"{len(fresh)} new file(s) wait for run {busy[0].dagster_run.run_id}")
+    # Unchanged stages of the new run are re-used (same fingerprint), not recomputed.
+    run_config = {"ops": {name: {"config": {"reuse_existing": True}} for name in REUSE_ASSETS}}
+    seen = json.loads(cursor)
+    batch = hashlib.sha256(json.dumps([[p, seen[p]] for p in fresh]).encode()).hexdigest()[:16]
+    request = dg.RunRequest(
+        run_key=f"new-files-{batch}",
+        run_config=run_config,
+        tags={"corpusforge/new_files": str(len(fresh)), "corpusforge/first_new_file": fresh[0][:200]},
+    )
+    return dg.SensorResult(run_requests=[request], cursor=cursor)

@@ -27,16 +27,40 @@ STAGES = [
 ]
 
 
-def _instance() -> Any:
-    """The Dagster instance of ``$DAGSTER_HOME`` (created with SQLite storage if missing)."""
-    import dagster as dg
+# One run at a time: every corpusforge run writes the same data directory and each stage already
+# uses all cores (Beam workers, torch threads). Queued runs (sensor, schedule, UI) wait their turn.
+INSTANCE_YAML = """telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+"""
 
+
+def ensure_dagster_home() -> Path:
+    """``$DAGSTER_HOME`` (default ``./.dagster_home``) with a ``dagster.yaml``; an existing one is kept."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
     yaml_path = home / "dagster.yaml"
     if not yaml_path.exists():
-        yaml_path.write_text("telemetry:\n  enabled: false\n")
+        tmp = yaml_path.with_suffix(".yaml.tmp")
+        tmp.write_text(INSTANCE_YAML)
+        tmp.replace(yaml_path)
+    return home
+
+
+def _instance() -> Any:
+    """The Dagster instance of ``$DAGSTER_HOME`` (created with SQLite storage if missing)."""
+    import dagster as dg
+
+    ensure_dagster_home()
     return dg.DagsterInstance.get()
+
+
+def cmd_home(args: argparse.Namespace) -> int:
+    """Create ``$DAGSTER_HOME`` and its ``dagster.yaml`` (``make dev`` runs this first)."""
+    print(ensure_dagster_home())
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -185,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     rep.set_defaults(func=cmd_report)
     conf = sub.add_parser("config", help="list every config key with its default and meaning")
     conf.set_defaults(func=cmd_config)
+    home = sub.add_parser(
+        "home", help="create $DAGSTER_HOME with corpusforge's dagster.yaml (one run at a time)"
+    )
+    home.set_defaults(func=cmd_home)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

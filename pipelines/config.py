@@ -13,9 +13,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -442,8 +443,106 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     )
     need(cfg.dataset.seq_len >= 8, "dataset.seq_len must be >= 8")
     need(0.0 <= cfg.dataset.val_fraction < 1.0, "dataset.val_fraction must be within [0, 1)")
-    need(cfg.train.objective in ("clm", "mlm"), "train.objective must be clm or mlm")
     need(cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda")
+    need(cfg.output.keep_versions >= 1, "output.keep_versions must be >= 1")
+    need(
+        cfg.output.compression in PARQUET_CODECS,
+        f"output.compression must be one of {', '.join(PARQUET_CODECS)}, not {cfg.output.compression!r}",
+    )
+    need(
+        r.runner in KNOWN_RUNNERS or "." in r.runner,
+        f"runner.runner {r.runner!r} is not a Beam runner; use one of {', '.join(sorted(KNOWN_RUNNERS))} "
+        "or a fully qualified runner class",
+    )
+    need(bool(cfg.ingest.glob), "ingest.glob must not be empty (use '**/*' for every file)")
+    need(bool(cfg.ingest.text_field), "ingest.text_field must not be empty")
+    need(cfg.ingest.min_text_chars >= 0, "ingest.min_text_chars must be >= 0")
+    bad = [x for x in lid.languages if not (isinstance(x, str) and re.fullmatch(r"[a-z]{2,3}", x))]
+    need(not bad, f"clean.langid.languages: {bad} are not ISO 639 codes such as 'en' or 'zh'")
+    need(lid.sample_chars >= 1, "clean.langid.sample_chars must be >= 1")
+    rep = cfg.clean.gopher_repetition
+    for name in ("top_ngram_max_frac", "dup_ngram_max_frac"):
+        for n, v in getattr(rep, name).items():
+            ok = str(n).isdigit() and int(n) >= 1 and isinstance(v, int | float) and 0.0 <= v <= 1.0
+            need(
+                ok, f"clean.gopher_repetition.{name}: {n!r}: {v!r} must map an n >= 1 to a fraction in [0, 1]"
+            )
+    need(rep.cjk_ngram_scale >= 1, "clean.gopher_repetition.cjk_ngram_scale must be >= 1")
+    for key, value in _leaves(cfg.clean, "clean."):
+        if key.endswith("_frac") and isinstance(value, float):
+            need(0.0 <= value <= 1.0, f"{key} must be within [0, 1], not {value}")
+    need(
+        d.fp_weight >= 0 and d.fn_weight >= 0 and d.fp_weight + d.fn_weight > 0,
+        "dedup.fp_weight and dedup.fn_weight must be >= 0 and not both 0",
+    )
+    need(
+        cfg.bias.doc_threshold > 0 and cfg.bias.line_threshold > 0,
+        "bias.doc_threshold and bias.line_threshold must be > 0",
+    )
+    need(cfg.tokenizer.min_frequency >= 1, "tokenizer.min_frequency must be >= 1")
+    need(cfg.tokenizer.sample_bytes >= 1024, "tokenizer.sample_bytes must be at least 1024")
+    need(cfg.dataset.sequences_per_shard >= 1, "dataset.sequences_per_shard must be >= 1")
+    need(cfg.dataset.encode_batch >= 1, "dataset.encode_batch must be >= 1")
+    problems = train_problems(cfg.train)
+    need(not problems, "; ".join(f"train.{p}" for p in problems))
+
+
+PARQUET_CODECS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
+KNOWN_RUNNERS = {
+    "FnApiRunner",
+    "DirectRunner",
+    "BundleBasedDirectRunner",
+    "SwitchingDirectRunner",
+    "PrismRunner",
+    "PortableRunner",
+    "FlinkRunner",
+    "SparkRunner",
+    "DataflowRunner",
+}
+MODEL_PRESETS = ("tiny", "small", "124m")  # training.model.PRESETS (kept torch-free here)
+
+
+def train_problems(t: TrainConfig) -> list[str]:
+    """Everything wrong with a training config, as ``field must ...`` phrases (empty when valid)."""
+    problems = []
+    if t.objective not in ("clm", "mlm"):
+        problems.append(f"objective must be clm or mlm, not {t.objective!r}")
+    if t.precision not in ("auto", "bf16", "fp32"):
+        problems.append(f"precision must be auto, bf16 or fp32, not {t.precision!r}")
+    if t.preset not in MODEL_PRESETS:
+        problems.append(f"preset must be one of {', '.join(MODEL_PRESETS)}, not {t.preset!r}")
+    for name in ("max_steps", "batch_size", "grad_accum", "log_every", "nproc_per_node"):
+        if getattr(t, name) < 1:
+            problems.append(f"{name} must be >= 1")
+    for name in (
+        "warmup_steps",
+        "eval_every",
+        "eval_batches",
+        "checkpoint_every",
+        "num_workers",
+        "seq_len",
+        "keep_checkpoints",
+    ):
+        if getattr(t, name) < 0:
+            problems.append(f"{name} must be >= 0")
+    if not t.lr > 0:
+        problems.append("lr must be > 0")
+    if t.weight_decay < 0 or t.grad_clip < 0:
+        problems.append("weight_decay and grad_clip must be >= 0")
+    if not 0.0 <= t.min_lr_ratio <= 1.0:
+        problems.append("min_lr_ratio must be within [0, 1]")
+    if not 0.0 < t.mlm_prob < 1.0:
+        problems.append("mlm_prob must be within (0, 1)")
+    return problems
+
+
+def _leaves(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, value
 
 
 def _deep_merge(base: dict, extra: Mapping[str, Any]) -> dict:
@@ -503,8 +602,10 @@ def to_dict(obj: Any) -> Any:
 
 
 def fingerprint(*parts: Any) -> str:
-    """Stable short hash of JSON-able parts (configs, upstream versions, code version)."""
-    blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str).encode()
+    """Stable short hash of JSON-able parts (configs, upstream versions) and the code version."""
+    from pipelines.code_version import code_version
+
+    blob = json.dumps([code_version(), *(to_dict(p) for p in parts)], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

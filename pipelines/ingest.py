@@ -6,8 +6,8 @@ Uncompressed JSONL is read in byte ranges so one large file spreads over workers
 
 Every record becomes either a document or a ledger row with a reason:
 ``invalid-utf8``, ``malformed-json``, ``missing-text-field``, ``empty-text``, ``record-too-large``,
-``unreadable-file``, ``unsupported-format``. Nothing is dropped silently and one bad record or file
-never stops the run.
+``unreadable-file``, ``unsupported-format``, ``hidden-file`` (dot files and files in dot directories are
+recorded, not read). Nothing is dropped silently and one bad record or file never stops the run.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Split:
     key: str
     path: str  # absolute
     source: str  # path relative to the input root (stable across machines)
-    fmt: str  # jsonl | txt | parquet | unsupported
+    fmt: str  # jsonl | txt | parquet | unsupported | hidden
     compression: str  # "" | gzip | zstd
     start: int = 0
     end: int = -1  # -1 = to the end of the file
@@ -77,7 +77,8 @@ def list_inputs(input_path: str | os.PathLike, pattern: str = "**/*") -> tuple[P
         raise InputError(f"input path {str(p)!r} does not exist; set paths.input to a file or directory")
     if p.is_file():
         return p.parent, [p]
-    files = sorted(f for f in p.glob(pattern) if f.is_file() and not f.name.startswith("."))
+    # Broken symlinks are kept (they become ``unreadable-file`` rows); directories are not files.
+    files = sorted(f for f in p.glob(pattern) if f.is_file() or (f.is_symlink() and not f.exists()))
     if not files:
         raise InputError(f"input directory {str(p)!r} holds no files matching {pattern!r}")
     return p, files
@@ -86,13 +87,16 @@ def list_inputs(input_path: str | os.PathLike, pattern: str = "**/*") -> tuple[P
 def plan_splits(input_path: str | os.PathLike, cfg: IngestConfig) -> list[Split]:
     """All ingestion splits, in a deterministic order."""
     root, files = list_inputs(input_path, cfg.glob)
+    from_dir = Path(input_path).is_dir()
     splits: list[Split] = []
     for f in files:
         fmt, comp = detect_format(str(f))
         if fmt not in cfg.formats and fmt != "unsupported":
             fmt = "unsupported"
         source = f.relative_to(root).as_posix()
-        size = f.stat().st_size
+        if from_dir and any(part.startswith(".") for part in f.relative_to(root).parts):
+            fmt = "hidden"
+        size = _size(f)
         if fmt == "jsonl" and not comp and size > cfg.split_bytes:
             for start in range(0, size, cfg.split_bytes):
                 end = min(size, start + cfg.split_bytes)
@@ -100,6 +104,14 @@ def plan_splits(input_path: str | os.PathLike, cfg: IngestConfig) -> list[Split]
         else:
             splits.append(Split("", str(f.resolve()), source, fmt, comp))
     return [Split(f"{i:05d}", *_fields(s)[1:]) for i, s in enumerate(splits)]
+
+
+def _size(path: str | os.PathLike) -> int:
+    """File size, 0 when it cannot be stat'ed (broken symlink, permissions): reading reports it."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _fields(s: Split) -> tuple:
@@ -158,7 +170,7 @@ def _make_document(
         "text": text,
         "source": split.source,
         "offset": offset,
-        "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True) if meta else None,
+        "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str) if meta else None,
         "tags": [],
     }
     return "documents", doc
@@ -200,7 +212,8 @@ def _jsonl_records(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]
             fh.seek(split.start - 1)
             # A range starting mid-line belongs to the previous range: skip to the next line start.
             if fh.read(1) != b"\n":
-                fh.readline()
+                while (more := fh.readline(_CHUNK)) and not more.endswith(b"\n"):
+                    pass  # bounded memory even when the range starts inside a huge line
             base = fh.tell()
         for rel, line, too_long in _read_lines(fh, cfg.max_record_bytes):
             offset = base + rel
@@ -301,14 +314,20 @@ def _txt_records(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
             return
         sep = cfg.txt_separator.encode()
         buf, offset = b"", 0
+        skipped = -1  # >= 0 while dropping an oversized document: bytes dropped so far
         for block in iter(lambda: fh.read(_CHUNK), b""):
             buf += block
-            while (i := buf.find(sep)) >= 0:
-                yield from _txt_piece(split, offset, buf[:i], cfg)
-                offset += i + len(sep)
-                buf = buf[i + len(sep) :]
-            if len(buf) > cfg.max_record_bytes:
-                skipped = len(buf)
+            pos = 0
+            while (i := buf.find(sep, pos)) >= 0:
+                if skipped >= 0:  # the oversized document ends here
+                    offset += skipped + i - pos + len(sep)
+                    skipped = -1
+                else:
+                    yield from _txt_piece(split, offset, buf[pos:i], cfg)
+                    offset += i - pos + len(sep)
+                pos = i + len(sep)
+            buf = buf[pos:]
+            if skipped < 0 and len(buf) > cfg.max_record_bytes:
                 yield (
                     "ledger",
                     _quarantine(
@@ -317,20 +336,16 @@ def _txt_records(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
                         offset,
                         f"document over {cfg.max_record_bytes} bytes before the next separator",
                         buf,
-                        nbytes=skipped,
+                        nbytes=len(buf),
                     ),
                 )
-                # drop until the next separator
-                while True:
-                    block = fh.read(_CHUNK)
-                    if not block:
-                        return
-                    if (i := block.find(sep)) >= 0:
-                        offset += skipped + i + len(sep)
-                        buf = block[i + len(sep) :]
-                        break
-                    skipped += len(block)
-        if buf.strip():
+                skipped = 0
+            if skipped >= 0:  # keep only what could be the start of a separator
+                drop = len(buf) - (len(sep) - 1)
+                if drop > 0:
+                    skipped += drop
+                    buf = buf[drop:]
+        if skipped < 0 and buf.strip():
             yield from _txt_piece(split, offset, buf, cfg)
 
 
@@ -367,13 +382,26 @@ def _parquet_records(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dic
             ),
         )
         return
-    row = 0
-    for batch in pf.iter_batches(batch_size=1024):
-        for record in batch.to_pylist():
-            yield _from_record(
-                split, row, record, cfg, json.dumps(record, default=str, ensure_ascii=False)[:2000]
-            )
-            row += 1
+    row, total = 0, pf.metadata.num_rows
+    try:
+        for batch in pf.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                yield _from_record(
+                    split, row, record, cfg, json.dumps(record, default=str, ensure_ascii=False)[:2000]
+                )
+                row += 1
+    except Exception as exc:  # corrupt page, value Python cannot represent, ...
+        yield (
+            "ledger",
+            _quarantine(
+                split,
+                "unreadable-file",
+                row,
+                f"cannot read {split.source} from row {row}: {type(exc).__name__}: {exc}; "
+                f"{total - row} of {total} rows not read",
+                nbytes=0,
+            ),
+        )
 
 
 READERS = {"jsonl": _jsonl_records, "txt": _txt_records, "parquet": _parquet_records}
@@ -385,8 +413,20 @@ def read_split(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
     A file that cannot be opened or that breaks mid-way (truncated gzip, I/O error) yields an
     ``unreadable-file`` row after the records read so far; it never raises.
     """
+    if split.fmt == "hidden":
+        yield (
+            "ledger",
+            _quarantine(
+                split,
+                "hidden-file",
+                0,
+                f"{split.source!r} is a dot file or inside a dot directory; not read as corpus input",
+                nbytes=_size(split.path),
+            ),
+        )
+        return
     if split.fmt == "unsupported":
-        size = os.path.getsize(split.path) if os.path.exists(split.path) else 0
+        size = _size(split.path)
         yield (
             "ledger",
             _quarantine(
@@ -454,8 +494,11 @@ def input_fingerprint(splits: list[Split]) -> str:
     """Cheap identity of the input files: names, sizes and modification times."""
     seen = {}
     for s in splits:
-        st = os.stat(s.path)
-        seen[s.source] = (st.st_size, int(st.st_mtime))
+        try:
+            st = os.stat(s.path)
+            seen[s.source] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            seen[s.source] = (-1, -1)
     return fingerprint(sorted(seen.items()))
 
 

@@ -32,13 +32,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import schemas
+from pipelines.code_version import code_version
 
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"
 CURRENT = "CURRENT"
 SIDECAR = ".shard.json"
 FORMAT = "corpusforge-stage/1"
-CODE_VERSION = "0.1.0"
 
 
 class StageNotFoundError(FileNotFoundError):
@@ -291,7 +291,7 @@ def commit(
         "stage": version.stage,
         "version": version.name,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "code_version": CODE_VERSION,
+        "code_version": code_version(),
         "config": config,
         "upstream": dict(upstream),
     }
@@ -311,10 +311,28 @@ def point_current(version: StageVersion) -> None:
     atomic_write_bytes(version.root / CURRENT, (version.name + "\n").encode())
 
 
+def referenced_versions(root: Path) -> set[str]:
+    """Versions of the stage at ``root`` that the current version of another stage was built from."""
+    stage, used = root.name, set()
+    for other in root.parent.iterdir():
+        pointer = other / CURRENT
+        if other == root or not pointer.is_file():
+            continue
+        try:
+            manifest = json.loads((other / pointer.read_text().strip() / MANIFEST).read_text())
+        except (OSError, ValueError):
+            continue
+        if name := manifest.get("upstream", {}).get(stage):
+            used.add(name)
+    return used
+
+
 def prune(root: Path, *, keep: int, protect: str) -> None:
-    """Delete all but the ``keep`` newest versions (the protected one always stays)."""
+    """Delete all but the ``keep`` newest versions; the protected one and any version a downstream
+    stage's current version was built from always stay (their manifests must stay resolvable)."""
     versions = sorted((p for p in root.glob("v-*") if p.is_dir()), key=lambda p: p.name.split("-", 2)[2])
-    doomed = [p for p in versions[: max(0, len(versions) - keep)] if p.name != protect]
+    keep_names = {protect} | referenced_versions(root)
+    doomed = [p for p in versions[: max(0, len(versions) - keep)] if p.name not in keep_names]
     for p in doomed:
         shutil.rmtree(p, ignore_errors=True)
 

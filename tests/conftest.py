@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -15,8 +14,10 @@ SAMPLE_CORPUS = REPO / "sample_data" / "corpus"
 
 
 @pytest.fixture
-def beam_options() -> PipelineOptions:
+def beam_options():
     """Single-process FnApiRunner (the DirectRunner would first try to download Prism)."""
+    from apache_beam.options.pipeline_options import PipelineOptions  # torch-only machines lack Beam
+
     return PipelineOptions(
         ["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
     )

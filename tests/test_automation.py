@@ -10,12 +10,13 @@ from assets.automation import full_schedule, new_files, new_raw_files_sensor
 from assets.resources import CorpusforgeSettings
 
 
-def _evaluate(settings, cursor=None):
-    with dg.build_sensor_context(cursor=cursor, resources={"settings": settings}) as ctx:
+def _evaluate(settings, cursor=None, instance=None):
+    instance = instance or dg.DagsterInstance.ephemeral()
+    with dg.build_sensor_context(cursor=cursor, resources={"settings": settings}, instance=instance) as ctx:
         return new_raw_files_sensor(ctx), ctx
 
 
-def test_new_files_produce_one_run_request_each_and_never_repeat(tmp_path):
+def test_new_files_start_one_run_per_batch_and_never_repeat(tmp_path):
     inp = tmp_path / "raw"
     inp.mkdir()
     settings = CorpusforgeSettings(input_path=str(inp), data_dir=str(tmp_path / "data"))
@@ -25,8 +26,12 @@ def test_new_files_produce_one_run_request_each_and_never_repeat(tmp_path):
     (inp / "a.jsonl").write_text('{"text": "a"}\n')
     (inp / "b.jsonl").write_text('{"text": "b"}\n')
     result, _ = _evaluate(settings)
-    assert sorted(r.tags["corpusforge/new_file"] for r in result.run_requests) == ["a.jsonl", "b.jsonl"]
-    assert len({r.run_key for r in result.run_requests}) == 2
+    assert len(result.run_requests) == 1  # a burst of files is one run over the whole input
+    request = result.run_requests[0]
+    assert (
+        request.tags["corpusforge/new_files"] == "2"
+        and request.tags["corpusforge/first_new_file"] == "a.jsonl"
+    )
     cursor = result.cursor
 
     again, _ = _evaluate(settings, cursor)
@@ -36,8 +41,24 @@ def test_new_files_produce_one_run_request_each_and_never_repeat(tmp_path):
     st = os.stat(inp / "a.jsonl")
     os.utime(inp / "a.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a changed file counts once more
     third, _ = _evaluate(settings, cursor)
-    assert sorted(r.tags["corpusforge/new_file"] for r in third.run_requests) == ["a.jsonl", "c.jsonl"]
-    assert all(r.run_config["ops"]["raw_documents"]["config"]["reuse_existing"] for r in third.run_requests)
+    assert len(third.run_requests) == 1 and third.run_requests[0].tags["corpusforge/new_files"] == "2"
+    assert third.run_requests[0].run_key != request.run_key
+    assert third.run_requests[0].run_config["ops"]["raw_documents"]["config"]["reuse_existing"]
+
+
+def test_new_files_wait_while_a_run_is_in_progress(tmp_path):
+    from assets.automation import data_job
+
+    inp = tmp_path / "raw"
+    inp.mkdir()
+    (inp / "a.jsonl").write_text('{"text": "a"}\n')
+    settings = CorpusforgeSettings(input_path=str(inp), data_dir=str(tmp_path / "data"))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_run(dg.DagsterRun(job_name=data_job.name, run_id="r1", status=dg.DagsterRunStatus.STARTED))
+    waiting, _ = _evaluate(settings, instance=instance)
+    assert isinstance(waiting, dg.SkipReason) and "wait for run r1" in waiting.skip_message
+    later, _ = _evaluate(settings, None, dg.DagsterInstance.ephemeral())  # cursor was not advanced
+    assert len(later.run_requests) == 1
 
 
 def test_cursor_logic_is_pure():

@@ -32,6 +32,24 @@ def test_file_then_overrides(tmp_path: Path):
         ({"runner": {"direct_running_mode": "fast"}}, "runner.direct_running_mode"),
         ({"clean": {"pii": {"kinds": ["ssn"]}}}, "clean.pii.kinds"),
         ({"ingest": {"max_record_bytes": True}}, "ingest.max_record_bytes: expected an integer"),
+        ({"dataset": {"sequences_per_shard": 0}}, "dataset.sequences_per_shard must be >= 1"),
+        ({"dataset": {"encode_batch": 0}}, "dataset.encode_batch must be >= 1"),
+        ({"train": {"batch_size": 0}}, "train.batch_size must be >= 1"),
+        ({"train": {"log_every": 0}}, "train.log_every must be >= 1"),
+        ({"train": {"preset": "huge"}}, "train.preset must be one of tiny, small, 124m"),
+        ({"train": {"precision": "fp8"}}, "train.precision must be auto, bf16 or fp32"),
+        ({"train": {"objective": "t5"}}, "train.objective must be clm or mlm"),
+        ({"output": {"compression": "zip"}}, "output.compression must be one of"),
+        ({"runner": {"runner": "FlinkRuner"}}, "runner.runner 'FlinkRuner' is not a Beam runner"),
+        ({"clean": {"langid": {"languages": ["english"]}}}, "are not ISO 639 codes"),
+        (
+            {"clean": {"gopher_repetition": {"top_ngram_max_frac": {"two": 0.2}}}},
+            "clean.gopher_repetition.top_ngram_max_frac: 'two'",
+        ),
+        ({"clean": {"fineweb": {"max_short_line_frac": 1.5}}}, "clean.fineweb.max_short_line_frac"),
+        ({"tokenizer": {"sample_bytes": 0}}, "tokenizer.sample_bytes must be at least 1024"),
+        ({"ingest": {"glob": ""}}, "ingest.glob must not be empty"),
+        ({"dedup": {"fp_weight": 0.0, "fn_weight": 0.0}}, "dedup.fp_weight and dedup.fn_weight"),
     ],
 )
 def test_bad_values_fail_fast_with_the_key(overrides, message):
@@ -54,3 +72,39 @@ def test_fingerprint_is_stable_and_sensitive():
     assert fingerprint(a) == fingerprint(load_config())
     assert fingerprint(a) != fingerprint(b)
     assert to_dict(b)["dedup"]["threshold"] == 0.71
+
+
+def test_fingerprints_change_with_the_code(tmp_path, monkeypatch):
+    from pipelines import code_version as cv
+
+    (tmp_path / "pipelines" / "data").mkdir(parents=True)
+    (tmp_path / "training").mkdir()
+    rule = tmp_path / "pipelines" / "rule.py"
+    rule.write_text("THRESHOLD = 0.5\n")
+    (tmp_path / "pipelines" / "data" / "words.tsv").write_text("a\tb\n")
+    monkeypatch.setattr(cv, "_ROOT", tmp_path)
+    cv.code_version.cache_clear()
+    try:
+        before = cv.code_version()
+        fp_before = fingerprint("clean", {"x": 1})
+        assert cv.code_version() == before
+        rule.write_text("THRESHOLD = 0.6\n")
+        cv.code_version.cache_clear()
+        assert cv.code_version() != before
+        assert fingerprint("clean", {"x": 1}) != fp_before
+        (tmp_path / "pipelines" / "data" / "words.tsv").write_text("a\tc\n")  # bundled data counts too
+        changed = cv.code_version()
+        cv.code_version.cache_clear()
+        assert cv.code_version() != changed
+    finally:
+        cv.code_version.cache_clear()
+
+
+def test_runner_class_paths_and_presets_are_accepted():
+    from pipelines.config import MODEL_PRESETS
+    from training.model import PRESETS
+
+    cfg = load_config(overrides={"runner": {"runner": "my_org.runners.CustomRunner"}})
+    assert cfg.runner.runner == "my_org.runners.CustomRunner"
+    assert tuple(PRESETS) == MODEL_PRESETS  # the torch-free copy of the preset names is current
+    assert load_config(overrides={"train": {"preset": "124m"}}).train.preset == "124m"

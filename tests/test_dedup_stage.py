@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import apache_beam as beam
 import dagster as dg
 import pytest
 
@@ -122,6 +123,12 @@ def test_exact_near_chain_chinese_and_disjoint(tmp_path, beam_options):
     assert stats["removed_by_reason"] == {"exact-duplicate": 1, "near-duplicate": 3}
     assert stats["conserved"] and stats["documents_out"] == 4
     assert stats["cluster_size_histogram"] == {1: 2, 2: 1, 4: 1}
+    assert stats["audit"] == {
+        "clusters": 4,
+        "no_survivor": 0,
+        "two_survivors": 0,
+        "survivor_not_cluster_id": 0,
+    }
     kept_ids = {r["id"] for r in storage.iter_stage_rows(result.version)}
     # equal quality: the longer text survives (zh2 has one more character than zh1)
     assert kept_ids == {"a_copy", "c", "d", "zh2"}
@@ -145,6 +152,28 @@ def test_disjoint_corpus_removes_nothing(tmp_path, beam_options):
     _, result = _run(tmp_path, docs, beam_options)
     assert result.manifest["stats"]["removed"] == 0
     assert result.manifest["stats"]["cluster_size_histogram"] == {1: 10}
+
+
+def test_cluster_audit_flags_broken_cluster_tables():
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from pipelines.beam_stage import query_counters
+
+    def row(doc, cluster, kept):
+        return ("00000", {"doc_id": doc, "cluster_id": cluster, "kept": kept})
+
+    rows = [
+        row("a", "a", True),
+        row("b", "a", False),  # fine: one survivor named by the cluster id
+        row("c", "c", True),
+        row("c2", "c", True),  # two survivors
+        row("d", "x", False),  # removed, pointing at a cluster with no survivor
+        row("e", "e0", True),  # survivor whose id is not the cluster id
+    ]
+    p = TestPipeline(runner="FnApiRunner")
+    _ = p | beam.Create(rows) | job.AuditClusters()
+    audit = job.audit_stats(query_counters(p.run()))
+    assert audit == {"clusters": 4, "no_survivor": 1, "two_survivors": 1, "survivor_not_cluster_id": 2}
 
 
 def test_missing_upstream_fails_with_what_to_do(tmp_path, beam_options):

@@ -48,7 +48,9 @@ def dagster_dev(tmp_path):
     """`dagster dev` on 127.0.0.1 in its own session with default signal handlers; stopped by SIGINT."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    from assets.cli import INSTANCE_YAML
+
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)  # the file `make dev` installs
     config = tmp_path / "e2e.yaml"
     config.write_text(yaml.safe_dump(E2E_CONFIG))
     port = _free_port()

@@ -96,6 +96,99 @@ def test_parquet_input(tmp_path):
     assert sorted(r["reason"] for k, r in rows if k == "ledger") == ["empty-text", "missing-text-field"]
 
 
+def test_parquet_meta_with_timestamps_and_bytes_is_kept(tmp_path):
+    import datetime as dt
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in"
+    src.mkdir()
+    when = dt.datetime(2024, 5, 1, 12, 30)
+    table = pa.table(
+        {
+            "text": ["alpha text", "beta text"],
+            "crawled": pa.array([when, when], pa.timestamp("us")),
+            "raw": [b"\x00\x01", b"\x02"],
+            "price": pa.array([Decimal("1.50"), Decimal("2.00")], pa.decimal128(5, 2)),
+        }
+    )
+    pq.write_table(table, src / "t.parquet")
+    rows = _read_all(_cfg(src, tmp_path / "data"))
+    assert [k for k, _ in rows] == ["documents", "documents"]
+    meta = json.loads(rows[0][1]["meta"])
+    assert meta["crawled"] == str(when) and meta["price"] == "1.50"
+
+
+def test_text_separator_after_an_oversized_document_keeps_later_documents_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "_CHUNK", 16)  # small blocks: the separator straddles block edges
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.txt").write_text("x" * 40 + "\n---\na\n---\nbcdef\n---\n" + "y" * 50 + "\n---\nlast")
+    rows = _read_all(_cfg(src, tmp_path / "data", txt_separator="\n---\n", max_record_bytes=30))
+    assert [r["text"] for k, r in rows if k == "documents"] == ["a", "bcdef", "last"]
+    ledger = [r for k, r in rows if k == "ledger"]
+    assert [(r["reason"], r["offset"]) for r in ledger] == [("record-too-large", 0), ("record-too-large", 61)]
+    docs = [r for k, r in rows if k == "documents"]
+    text = (src / "a.txt").read_bytes()
+    for d in docs:  # offsets point at the document in the file
+        assert text[d["offset"] : d["offset"] + len(d["text"])].decode() == d["text"]
+
+
+def test_byte_range_starting_inside_a_huge_line_skips_it_with_bounded_reads(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "_CHUNK", 64)
+    src = tmp_path / "in"
+    src.mkdir()
+    big = json.dumps({"text": "w " * 3000})
+    lines = [json.dumps({"text": "before"}), big, json.dumps({"text": "after"})]
+    (src / "f.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = _cfg(src, tmp_path / "data", split_bytes=1024, max_record_bytes=8192)
+    sizes = []
+    real_open = ingest._open_binary
+
+    def spy(split):
+        fh = real_open(split)
+        original = fh.readline
+
+        def readline(limit=-1):
+            line = original(limit)
+            sizes.append(len(line))
+            return line
+
+        fh.readline = readline
+        return fh
+
+    monkeypatch.setattr(ingest, "_open_binary", spy)
+    rows = _read_all(cfg)
+    assert [r["text"] for k, r in rows if k == "documents"] == ["before", "w " * 3000, "after"]
+    assert max(sizes) <= 8192 + 1  # never the whole remainder of a line beyond the record limit
+
+
+def test_hidden_files_and_broken_links_are_recorded_not_lost(tmp_path):
+    src = tmp_path / "in"
+    (src / ".cache").mkdir(parents=True)
+    (src / "ok.txt").write_text("a document")
+    (src / ".DS_Store").write_bytes(b"\x00" * 10)
+    (src / ".cache" / "x.jsonl").write_text('{"text": "cached"}\n')
+    (src / "dangling.txt").symlink_to(tmp_path / "missing.txt")
+    rows = _read_all(_cfg(src, tmp_path / "data"))
+    assert [r["text"] for k, r in rows if k == "documents"] == ["a document"]
+    ledger = sorted((r["source"], r["reason"]) for k, r in rows if k == "ledger")
+    assert ledger == [
+        (".DS_Store", "hidden-file"),
+        (".cache/x.jsonl", "hidden-file"),
+        ("dangling.txt", "unreadable-file"),
+    ]
+
+
+def test_a_dot_file_named_as_the_input_is_read(tmp_path):
+    f = tmp_path / ".corpus.txt"
+    f.write_text("explicitly chosen")
+    rows = _read_all(_cfg(f, tmp_path / "data"))
+    assert [r["text"] for k, r in rows if k == "documents"] == ["explicitly chosen"]
+
+
 def test_missing_input_fails_fast(tmp_path):
     cfg = _cfg(tmp_path / "does-not-exist", tmp_path / "data")
     with pytest.raises(ingest.InputError, match="does not exist; set paths.input"):

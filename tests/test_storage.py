@@ -83,6 +83,16 @@ def test_prune_keeps_the_newest_versions(tmp_path, beam_options):
     assert storage.current_version(tmp_path, "unit").name == names[-1]
 
 
+def test_prune_never_removes_a_version_a_downstream_stage_was_built_from(tmp_path, beam_options):
+    first = _run(tmp_path, _docs(3), beam_options, keep=1).version
+    down = storage.new_version(tmp_path, "down", "fp")
+    storage.commit(down, config={}, upstream={"unit": first.name}, entries={})
+    newer = [_run(tmp_path, _docs(3), beam_options, keep=1).version.name for _ in range(2)]
+    left = sorted(p.name for p in (tmp_path / "unit").glob("v-*"))
+    assert left == sorted([first.name, newer[-1]])  # the one "down" names survives keep=1
+    assert storage.referenced_versions(tmp_path / "unit") == {first.name}
+
+
 def test_missing_or_incomplete_stage_is_a_clear_error(tmp_path, beam_options):
     with pytest.raises(storage.StageNotFoundError, match="materialize the 'raw_documents' asset first"):
         storage.current_version(tmp_path, "raw", asset_hint="raw_documents")

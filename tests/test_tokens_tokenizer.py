@@ -88,6 +88,15 @@ def test_split_rule_is_stable_and_matches_fraction():
     assert set(val) <= {i for i in ids if split_of(i, 0.2) == VAL}
 
 
+def test_gender_swapped_copies_share_their_source_split():
+    from pipelines.bias.cda import counterfactual_id
+
+    ids = [f"{i:032x}" for i in range(4_000)]
+    splits = {split_of(i, 0.3) for i in ids}
+    assert splits == {TRAIN, VAL}
+    assert all(split_of(counterfactual_id(i), 0.3) == split_of(i, 0.3) for i in ids)
+
+
 def test_split_threshold_edge():
     u = hash_unit(b"corpusforge-split", "edge-doc")
     assert split_of("edge-doc", u) == TRAIN  # strictly below the fraction goes to val

@@ -134,3 +134,27 @@ def test_bf16_compiled_forward_matches_fp32_on_cuda():
         got, loss = compiled(x, x)
     assert got.dtype == torch.bfloat16 and torch.isfinite(loss)
     assert (got.float() - ref).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_model_compiles_as_one_graph_and_matches_eager(causal):
+    """No graph breaks (fullgraph) and the traced forward/backward equal eager, on CPU.
+
+    ``aot_eager`` traces exactly what inductor would receive (dynamo + AOTAutograd) without generating
+    kernels, so a graph break or a trace-time error in the model shows up here without a GPU.
+    """
+    torch._dynamo.reset()
+    model = tiny(causal=causal)
+    x, y = torch.randint(0, 101, (2, 24)), torch.randint(0, 101, (2, 24))
+    ref_logits, ref_loss = model(x, y)
+    ref_loss.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    logits, loss = compiled(x, y)
+    loss.backward()
+    assert torch.allclose(logits, ref_logits, atol=1e-5, rtol=0)
+    assert torch.allclose(loss, ref_loss, atol=1e-6, rtol=0)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, ref_grads[name], atol=1e-6, rtol=1e-4), name

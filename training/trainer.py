@@ -46,7 +46,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pipelines.config import TrainConfig, to_dict
+from pipelines.config import TrainConfig, to_dict, train_problems
 from training.batching import TokenSpec, prepare_batch
 from training.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from training.data import TokenDataset, TokenLoader, read_manifest
@@ -155,19 +155,7 @@ def _derived_seed(*parts: Any) -> int:
 
 
 def _check(cfg: TrainConfig) -> None:
-    problems = []
-    if cfg.objective not in ("clm", "mlm"):
-        problems.append(f"objective must be clm or mlm, not {cfg.objective!r}")
-    if cfg.precision not in ("auto", "bf16", "fp32"):
-        problems.append(f"precision must be auto, bf16 or fp32, not {cfg.precision!r}")
-    for name in ("max_steps", "batch_size", "grad_accum", "log_every"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name} must be >= 1")
-    for name in ("warmup_steps", "eval_every", "eval_batches", "checkpoint_every", "num_workers", "seq_len"):
-        if getattr(cfg, name) < 0:
-            problems.append(f"{name} must be >= 0")
-    if not 0.0 <= cfg.min_lr_ratio <= 1.0:
-        problems.append("min_lr_ratio must be within [0, 1]")
+    problems = train_problems(cfg)
     if problems:
         raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 

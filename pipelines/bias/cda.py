@@ -27,6 +27,7 @@ from functools import lru_cache
 
 from pipelines.bias.lexicon import LexiconError, cda_pairs
 from pipelines.bias.sampling import hash_unit
+from pipelines.tokens.splits import DERIVED_SEP
 
 CDA_TAG = "cda:gender-swap"
 
@@ -142,5 +143,5 @@ def select_for_cda(doc_id: str, fraction: float, seed: int) -> bool:
 
 
 def counterfactual_id(doc_id: str) -> str:
-    """Id of the gender-swapped copy of ``doc_id``."""
-    return f"{doc_id}#cda"
+    """Id of the gender-swapped copy of ``doc_id`` (``<id>#cda``: the token split follows the source id)."""
+    return f"{doc_id}{DERIVED_SEP}cda"

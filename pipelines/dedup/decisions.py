@@ -47,8 +47,7 @@ class _KeyAndSignFn(beam.DoFn):
 
 def _exact_groups(kv: tuple[bytes, Any]):
     """Main output: the survivor's near input; tagged ``removed``: ``(survivor, member)``."""
-    _, rows = kv
-    rows = list(rows)
+    _, rows = kv  # re-iterable grouped values: two streaming passes, never copied into a list
     survivor = choose_survivor((r[0], r[2], r[3]) for r in rows)
     for doc_id, sig, quality, length in rows:
         if doc_id == survivor:

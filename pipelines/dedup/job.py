@@ -31,6 +31,7 @@ from pipelines.dedup.lsh import lsh_params
 STAGE = "dedup"
 UPSTREAM = "clean"
 EXAMPLE_CLUSTERS = 3
+EXAMPLE_MEMBERS = 4  # the survivor and the first removed members by id, per example cluster
 EXAMPLE_CHARS = 400
 
 
@@ -86,6 +87,52 @@ class FilterShardFn(beam.DoFn):
                 detail = f"duplicate of {d['cluster_id']} (estimated Jaccard {d['similarity']:.3f})"
                 row = schemas.removal_from_document(doc, STAGE, reason, detail)
                 yield beam.pvalue.TaggedOutput("ledger", (split, row))
+
+
+AUDIT = ("clusters", "no_survivor", "two_survivors", "survivor_not_cluster_id")
+
+
+class AuditClustersFn(beam.DoFn):
+    """``(cluster_id, (kept rows, kept rows whose doc_id is the cluster_id))`` -> audit counters.
+
+    Runs on the cluster rows as written, so the asset check reads an audit of the output, computed
+    per cluster across workers (no process holds the cluster table).
+    """
+
+    def __init__(self) -> None:
+        self.counters = {name: counter(f"dedup.audit.{name}") for name in AUDIT}
+
+    def process(self, element: tuple[str, tuple[int, int]]) -> None:
+        _, (kept, named) = element
+        self.counters["clusters"].inc()
+        if kept == 0:
+            self.counters["no_survivor"].inc()
+        elif kept > 1:
+            self.counters["two_survivors"].inc()
+        if named != kept:
+            self.counters["survivor_not_cluster_id"].inc()
+
+
+class AuditClusters(beam.PTransform):
+    """``(split, cluster row)`` -> the ``dedup.audit.*`` counters (see :class:`AuditClustersFn`)."""
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        def key(kv: tuple[str, dict]) -> tuple[str, tuple[int, int]]:
+            row = kv[1]
+            kept = int(bool(row["kept"]))
+            return row["cluster_id"], (kept, kept * int(row["doc_id"] == row["cluster_id"]))
+
+        return (
+            rows
+            | "ByCluster" >> beam.Map(key)
+            | "Count" >> beam.CombinePerKey(beam.combiners.TupleCombineFn(sum, sum))
+            | "Check" >> beam.ParDo(AuditClustersFn())
+        )
+
+
+def audit_stats(counters: dict[str, int]) -> dict[str, int]:
+    """The cluster audit from a run's counters (zeros for checks that never fired)."""
+    return {name: int(counters.get(f"dedup.audit.{name}", 0)) for name in AUDIT}
 
 
 def _write_json(obj: Any, path: str) -> None:
@@ -145,13 +192,20 @@ def build_dedup(
     outputs.clusters | "WriteClusters" >> beam.ParDo(
         WriteShardsFn(f"{out_dir}/clusters", schemas.CLUSTERS, cfg.output)
     )
+    _ = outputs.clusters | "AuditClusters" >> AuditClusters()
     _ = (
         outputs.examples
+        | "ExampleCluster" >> beam.Map(lambda d: (d["cluster_id"], d))
+        # bounded however large the cluster: survivor first, then the smallest removed ids
+        | "ExampleMembers"
+        >> beam.combiners.Top.PerKey(
+            EXAMPLE_MEMBERS, key=lambda d: (not d["kept"], d["doc_id"]), reverse=True
+        )
         | "Examples" >> beam.combiners.ToList()
         | "WriteExamples"
         >> beam.Map(
-            lambda xs: _write_json(
-                sorted(xs, key=lambda d: (d["cluster_id"], not d["kept"], d["doc_id"])),
+            lambda groups: _write_json(
+                [d for _, members in sorted(groups, key=lambda g: g[0]) for d in members],
                 f"{out_dir}/examples.json",
             )
         )
@@ -191,6 +245,7 @@ def _finalize(
         cc_rounds=rounds,
         cc_converged=converged,
         undecided=counters.get("dedup.undecided", 0),
+        audit=audit_stats(counters),
     )
     return {"stats": stats, "lsh": to_dict(params), "examples": read("examples.json", [])}
 

@@ -23,7 +23,7 @@ similarity 1.0), ``"unique"`` otherwise (similarity 1.0). Documents whose shingl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -39,10 +39,14 @@ from pipelines.dedup.survivor import choose_survivor, decision
 NearInput = tuple[str, "np.ndarray | bytes | None", "float | None", int]
 
 
-def star_edges(members: Iterable[str]) -> list[tuple[str, str]]:
-    """Edges from the smallest id of a bucket to each other member (k members -> k - 1 edges)."""
-    ids = sorted(set(members))
-    return [(ids[0], other) for other in ids[1:]]
+def star_edges(members: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Edges from the smallest id of a bucket to each other member (k members -> k - 1 edges).
+
+    ``members`` is iterated twice (Beam's grouped values are re-iterable) and never copied, so a
+    bucket of millions of ids costs no memory beyond the runner's own paging.
+    """
+    hub = min(members)
+    return ((hub, other) for other in members if other != hub)
 
 
 # -- single process -----------------------------------------------------------------------------
@@ -195,9 +199,8 @@ def _split_by_component(kv: tuple[str, dict[str, list]]):
 
 def _component_decisions(kv: tuple[str, Iterable[tuple[str, float | None, int, bytes]]]):
     """Survivor of one component and every member's estimated Jaccard to it."""
-    _, members = kv
-    members = list(members)
-    survivor = choose_survivor([m[:3] for m in members])
+    _, members = kv  # re-iterable grouped values: three streaming passes, no copy of the component
+    survivor = choose_survivor(m[:3] for m in members)
     survivor_sig = next(m[3] for m in members if m[0] == survivor)
     for doc_id, _, _, sig in members:
         sim = 1.0 if doc_id == survivor else signature_jaccard(sig, survivor_sig)

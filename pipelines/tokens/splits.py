@@ -3,6 +3,8 @@
 ``split_of`` is the one rule that puts a document in ``train`` or ``val``; the tokenizer sample, the
 tokenizer's held-out statistics and the token dataset all call it, so a validation document is
 never seen while training the tokenizer and lands in exactly one split of the dataset.
+A derived document (id ``<source id>#<tag>``, e.g. the bias stage's gender-swapped copies) is split
+by its source id, so a copy never sits in the other split from its original.
 
 Both decisions map a keyed BLAKE2b digest of the document id to a number ``u`` in ``[0, 1)``:
 a document is in ``val`` when ``u < val_fraction``; it is in the tokenizer sample when its
@@ -25,11 +27,19 @@ def hash_unit(key: bytes, doc_id: str) -> float:
     return int.from_bytes(digest, "big") / _SCALE
 
 
+DERIVED_SEP = "#"
+
+
+def source_id(doc_id: str) -> str:
+    """The id a derived document (``<id>#<tag>``) was made from; other ids unchanged."""
+    return doc_id.split(DERIVED_SEP, 1)[0]
+
+
 def split_of(doc_id: str, val_fraction: float) -> str:
-    """``"val"`` when the split hash of ``doc_id`` falls under ``val_fraction``, else ``"train"``."""
+    """``"val"`` when the split hash of ``doc_id``'s source id falls under ``val_fraction``, else ``"train"``."""
     if val_fraction <= 0.0:
         return TRAIN
-    return VAL if hash_unit(b"corpusforge-split", doc_id) < val_fraction else TRAIN
+    return VAL if hash_unit(b"corpusforge-split", source_id(doc_id)) < val_fraction else TRAIN
 
 
 def in_sample(doc_id: str, seed: int, rate: float) -> bool:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from pipelines import schemas, storage
 from pipelines.tokens.bpe import load_tokenizer
-from pipelines.tokens.splits import TRAIN, VAL
+from pipelines.tokens.splits import TRAIN, VAL, source_id
 
 ROUND_TRIP_SAMPLES = (
     "The quick brown fox jumps over the lazy dog.\n",
@@ -124,10 +124,12 @@ def audit_splits(version_dir: str | Path) -> dict[str, Any]:
                     first = np.asarray(batch.column(1).to_numpy(zero_copy_only=False)) == 0
                     starts[split] += int(first.sum())
                     if split == VAL:
-                        val_ids.update(ids.to_pylist())
+                        val_ids.update(source_id(x) for x in ids.to_pylist())
                     else:
-                        both = [x for x in ids.to_pylist() if x in val_ids]
-                        problems += [f"document {x!r} is in both train and val" for x in both[:5]]
+                        both = [x for x in ids.to_pylist() if source_id(x) in val_ids]
+                        problems += [
+                            f"document {x!r} (or its source) is in both train and val" for x in both[:5]
+                        ]
             except (pa.ArrowInvalid, OSError) as exc:
                 problems.append(f"{path.relative_to(root)}: unreadable document index ({exc})")
         expected = int(manifest["splits"].get(split, {}).get("documents", 0))

@@ -269,7 +269,12 @@ def curation_ablation(
     tok_path = str(tokenizer.path / tokenizer.manifest().get("tokenizer", {}).get("path", "tokenizer.json"))
     context.log.info("tokenizing the raw corpus with the curated tokenizer")
     raw = token_dataset.run(
-        cfg, beam.pipeline_options(cfg), reuse=True, source_stage="raw", stage=ABLATION_RAW_TOKENS
+        cfg,
+        beam.pipeline_options(cfg),
+        reuse=True,
+        source_stage="raw",
+        stage=ABLATION_RAW_TOKENS,
+        split_by_cluster=True,  # raw copies of curated validation documents stay out of raw train
     ).version
     fp = fingerprint(ABLATION_STAGE, {"train": to_dict(cfg.train)}, curated.name, raw.name)
     if reuse and (found := storage.find_reusable(data_dir, ABLATION_STAGE, fp)):

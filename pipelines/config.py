@@ -180,7 +180,9 @@ class PiiConfig:
     kinds: list = _f(
         ["email", "phone", "ip", "credit_card"], "PII kinds to redact: email, phone, ip, credit_card."
     )
-    placeholder_format: str = _f("<{kind}>", "Placeholder template; {kind} is the upper-case kind name.")
+    placeholder_format: str = _f(
+        "<{kind}>", "Placeholder template; {kind} is EMAIL, PHONE, IP_ADDRESS or CREDIT_CARD."
+    )
     ip_public_only: bool = _f(
         True, "Redact only globally routable IPs (keep 127.0.0.1, 192.168.x.x, documentation ranges)."
     )
@@ -307,7 +309,11 @@ class TrainConfig:
     device: str = _f("auto", "auto, cpu or cuda.")
     compile: bool = _f(False, "torch.compile the model (CUDA only).")
     seed: int = _f(1, "Seed of initialisation, data order and sampling.")
-    seq_len: int = _f(0, "Training context; 0 uses the dataset's seq_len.")
+    seq_len: int = _f(
+        0,
+        "Training context; 0 uses the dataset's seq_len. A divisor of it cuts each window into "
+        "dataset seq_len / seq_len sequences (a micro-batch then holds that many times batch_size).",
+    )
     precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.")
     mlm_prob: float = _f(0.15, "mlm: fraction of non-special tokens selected for prediction (80/10/10 rule).")
     log_every: int = _f(10, "Log a training line every this many steps.")
@@ -483,6 +489,11 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     need(cfg.tokenizer.sample_bytes >= 1024, "tokenizer.sample_bytes must be at least 1024")
     need(cfg.dataset.sequences_per_shard >= 1, "dataset.sequences_per_shard must be >= 1")
     need(cfg.dataset.encode_batch >= 1, "dataset.encode_batch must be >= 1")
+    ts, ds = cfg.train.seq_len, cfg.dataset.seq_len
+    need(
+        ts == 0 or (ts <= ds and ds % ts == 0),
+        f"train.seq_len={ts} must be 0 or divide dataset.seq_len={ds}, so every token is trained on",
+    )
     problems = train_problems(cfg.train)
     need(not problems, "; ".join(f"train.{p}" for p in problems))
 

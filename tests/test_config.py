@@ -50,6 +50,7 @@ def test_file_then_overrides(tmp_path: Path):
         ({"tokenizer": {"sample_bytes": 0}}, "tokenizer.sample_bytes must be at least 1024"),
         ({"ingest": {"glob": ""}}, "ingest.glob must not be empty"),
         ({"dedup": {"fp_weight": 0.0, "fn_weight": 0.0}}, "dedup.fp_weight and dedup.fn_weight"),
+        ({"train": {"seq_len": 300}}, "train.seq_len=300 must be 0 or divide dataset.seq_len=1024"),
     ],
 )
 def test_bad_values_fail_fast_with_the_key(overrides, message):

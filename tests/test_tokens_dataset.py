@@ -22,7 +22,7 @@ from pipelines.config import load_config
 from pipelines.tokens import dataset, tokenizer_stage, verify
 from pipelines.tokens.bpe import load_tokenizer
 from pipelines.tokens.corpus import make_document, synthetic_documents, write_documents_stage
-from pipelines.tokens.splits import split_of
+from pipelines.tokens.splits import TRAIN, VAL, cluster_split_overrides, split_of
 
 SEQ_LEN, VAL_FRACTION, PER_SHARD = 15, 0.15, 7
 
@@ -248,3 +248,62 @@ def test_empty_validation_split_and_uint32_dtype(tmp_path: Path, monkeypatch: py
     assert verify.audit_shards(root)["problems"] == [] and verify.audit_splits(root)["problems"] == []
     with pa.memory_map(str(root / m["splits"]["train"]["shards"][0]["path"])) as src:
         assert ipc.open_file(src).schema.field(0).type == pa.list_(pa.uint32(), 9)
+
+
+def test_cluster_split_overrides_only_name_copies_that_would_cross_splits():
+    rows = [{"doc_id": f"m{i}", "cluster_id": "s-val" if i % 2 else "s-train"} for i in range(200)]
+    rows.append({"doc_id": "s-val", "cluster_id": "s-val"})
+    f = 0.5
+    got = cluster_split_overrides(rows, f)
+    for r in rows:
+        want = split_of(r["cluster_id"], f)
+        assert got.get(r["doc_id"], split_of(r["doc_id"], f)) == want  # every copy ends with its survivor
+    assert all(split_of(d, f) != s for d, s in got.items())  # and only the ones that needed moving
+    assert "s-val" not in got
+
+
+def test_raw_copies_of_validation_documents_follow_their_survivor(tmp_path: Path):
+    docs = synthetic_documents(30, seed=8)
+    write_documents_stage(tmp_path, docs, shard_docs=10)
+    f = 0.3
+    cfg = load_config(
+        overrides={
+            "paths": {"data_dir": str(tmp_path)},
+            "tokenizer": {"vocab_size": 300},
+            "dataset": {"seq_len": 8, "val_fraction": f, "sequences_per_shard": 1000},
+        }
+    )
+    tokenizer_stage.run(cfg)
+    survivor = next(d for d in docs if split_of(d["id"], f) == VAL)
+    copy_id = next(c for c in (f"copy-{i}" for i in range(1000)) if split_of(c, f) == TRAIN)
+    write_documents_stage(tmp_path, [*docs, {**survivor, "id": copy_id}], stage="raw", shard_docs=10)
+    version = storage.new_version(tmp_path, "dedup", "fixture")
+    writer = storage.ShardWriter(
+        version.dir("clusters"), "00000", schemas.CLUSTERS, max_shard_bytes=1 << 30, row_group_rows=64
+    )
+    for d in docs:
+        writer.write(
+            {"doc_id": d["id"], "cluster_id": d["id"], "kept": True, "kind": "unique", "similarity": 1.0}
+        )
+    writer.write(
+        {"doc_id": copy_id, "cluster_id": survivor["id"], "kept": False, "kind": "exact", "similarity": 1.0}
+    )
+    writer.close()
+    storage.commit(
+        version, config={}, upstream={}, entries={"clusters": storage.collect_shards(version.dir("clusters"))}
+    )
+
+    opts = beam.options.pipeline_options.PipelineOptions(["--runner=FnApiRunner"])
+
+    def val_ids(stage: str, by_cluster: bool) -> set[str]:
+        dataset.run(cfg, opts, source_stage="raw", stage=stage, split_by_cluster=by_cluster)
+        version = storage.current_version(tmp_path, stage)
+        files = version.manifest()["doc_index"]["val"]["files"]
+        return {
+            i for f in files for i in pq.read_table(version.path / f["path"]).column("doc_id").to_pylist()
+        }
+
+    assert copy_id not in val_ids("plain", False)  # by its own id the copy would train
+    grouped = val_ids("grouped", True)
+    assert {copy_id, survivor["id"]} <= grouped
+    assert grouped == {d["id"] for d in docs if split_of(d["id"], f) == VAL} | {copy_id}

@@ -120,7 +120,10 @@ def test_transformers_loads_the_export_with_identical_logits(tmp_path, tokenizer
     from tokenizers import Tokenizer
 
     ref = Tokenizer.from_file(str(tokenizer_file))
-    for text in TEXTS:
+    ref.encode_special_tokens = True  # how the token dataset was encoded (pipelines.tokens.bpe)
+    literal = "a document that quotes <|endoftext|> and <mask> as text"
+    for text in [*TEXTS, literal]:
         assert hf_tok.encode(text) == ref.encode(text).ids
         assert hf_tok.decode(hf_tok.encode(text)) == text
+    assert 0 not in hf_tok.encode(literal)  # never a fake document boundary
     assert hf_tok.eos_token_id == 0 and hf_tok.pad_token_id == 1

@@ -27,7 +27,7 @@ from training.checkpoint import (
 from training.data import write_token_dataset
 from training.model import ModelConfig, Transformer
 from training.train import build_parser
-from training.trainer import lr_at, param_groups, peak_bf16_flops, train
+from training.trainer import lr_at, model_flops_utilization, param_groups, peak_bf16_flops, train
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 64
@@ -108,12 +108,63 @@ def test_peak_flops_table(monkeypatch):
     assert peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
     assert peak_bf16_flops("NVIDIA H100 NVL") == 835e12
     assert peak_bf16_flops("NVIDIA H200") == 989e12
+    assert peak_bf16_flops("NVIDIA H200 NVL") == 835e12
     assert peak_bf16_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert peak_bf16_flops("NVIDIA L40S") == 362e12
     assert peak_bf16_flops("NVIDIA L4") == 121e12
     assert peak_bf16_flops("Tesla T4") is None
     monkeypatch.setenv("CORPUSFORGE_PEAK_FLOPS", "1e15")
     assert peak_bf16_flops("Tesla T4") == 1e15
+
+
+def test_mfu_formula_by_hand():
+    # GPT-2-small shape, T=1024, vocab 50,257: 6 * 123.7M + 12 * 12 * 12 * 64 * 1024 = 0.8366 GFLOP/token
+    cfg = ModelConfig(vocab_size=50_257, n_layer=12, n_head=12, d_model=768, d_ff=2048, max_seq_len=1024)
+    per_token = cfg.flops_per_token(1024)
+    assert per_token == 6 * cfg.num_params() + 12 * 12 * 12 * 64 * 1024
+    # 2 GPUs together at 1e6 tokens/s on 989 TFLOP/s parts: each does 5e5 tokens/s
+    assert model_flops_utilization(per_token, 1e6, 2, 989e12) == pytest.approx(per_token * 5e5 / 989e12)
+    assert model_flops_utilization(1e9, 5e5, 1, 1e15) == pytest.approx(0.5)
+    assert model_flops_utilization(1e9, 5e5, 1, None) is None
+    assert model_flops_utilization(1e9, None, 1, 1e15) is None
+
+
+def test_peak_override_gives_a_cpu_run_its_mfu(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CORPUSFORGE_PEAK_FLOPS", "1e12")
+    s = train(small_cfg(max_steps=4, eval_every=0), data_dir, tmp_path / "run", log=quiet)
+    assert s["peak_flops"] == 1e12
+    assert s["mfu"] == pytest.approx(s["flops_per_token"] * s["tokens_per_s"] / 1e12)
+
+
+def test_a_fresh_run_replaces_an_earlier_runs_checkpoints(data_dir, tmp_path):
+    out = tmp_path / "run"
+    train(
+        small_cfg(max_steps=8, checkpoint_every=2, keep_checkpoints=2, eval_every=0), data_dir, out, log=quiet
+    )
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-0000006", "step-0000008"]
+    s = train(
+        small_cfg(max_steps=4, checkpoint_every=2, keep_checkpoints=2, eval_every=0, resume=False),
+        data_dir,
+        out,
+        log=quiet,
+    )
+    assert s["start_step"] == 0
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-0000002", "step-0000004"]
+    assert latest_checkpoint(out).name == "step-0000004"  # never a pointer to a deleted checkpoint
+    log = [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log == [3, 4]  # only this run's lines
+
+
+def test_retention_never_deletes_the_checkpoint_just_written(tmp_path):
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=50, max_seq_len=8))
+    for step in (100, 200, 300, 50):
+        path = save_checkpoint(tmp_path, step, model=model, keep=2)
+    assert path.is_dir() and latest_checkpoint(tmp_path).name == "step-0000050"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == [
+        "step-0000050",
+        "step-0000300",
+    ]
 
 
 def test_training_learns_and_reports(data_dir, tmp_path):
@@ -257,8 +308,27 @@ def test_cli_exposes_every_train_config_field():
 def test_bad_config_is_rejected(data_dir, tmp_path):
     with pytest.raises(ValueError, match="precision must be"):
         train(replace(small_cfg(), precision="fp8"), data_dir, tmp_path, log=quiet)
-    with pytest.raises(ValueError, match="exceeds the dataset's seq_len"):
+    with pytest.raises(ValueError, match="must divide the dataset's seq_len=32"):
         train(small_cfg(seq_len=64), data_dir, tmp_path, log=quiet)
+    with pytest.raises(ValueError, match="must divide the dataset's seq_len=32"):
+        train(small_cfg(seq_len=12), data_dir, tmp_path, log=quiet)
+
+
+def test_a_shorter_context_trains_on_every_token_of_each_window(data_dir, tmp_path):
+    full = train(small_cfg(max_steps=2, eval_every=0), data_dir, tmp_path / "a", log=quiet)
+    short = train(small_cfg(max_steps=2, eval_every=0, seq_len=8), data_dir, tmp_path / "b", log=quiet)
+    assert short["seq_len"] == 8 and short["tokens_per_step"] == full["tokens_per_step"] == 4 * 32
+
+
+def test_prepare_batch_cuts_windows_into_whole_sequences():
+    from training.batching import TokenSpec, prepare_batch
+
+    windows = torch.arange(2 * 9).view(2, 9)  # 2 windows of seq_len 8 (+1)
+    x, y = prepare_batch(windows, objective="clm", seq_len=4, spec=TokenSpec(vocab_size=100))
+    assert x.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [9, 10, 11, 12], [13, 14, 15, 16]]
+    assert y.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8], [10, 11, 12, 13], [14, 15, 16, 17]]
+    x8, y8 = prepare_batch(windows, objective="clm", seq_len=8, spec=TokenSpec(vocab_size=100))
+    assert x8.tolist() == [list(range(8)), list(range(9, 17))] and y8[0].tolist() == list(range(1, 9))
 
 
 @pytest.mark.gpu

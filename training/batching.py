@@ -43,19 +43,24 @@ def prepare_batch(
     generator: torch.Generator | None = None,
     mask_prob: float = 0.15,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) of shape (batch, seq_len) from windows (batch, >= seq_len + 1).
+    """(inputs, targets) of shape (batch * k, seq_len) from windows (batch, >= seq_len + 1).
 
-    clm: inputs are tokens ``0..seq_len-1``, targets the next tokens, with pad targets ignored.
-    mlm: the first ``seq_len`` tokens masked by :func:`training.mlm.mask_tokens` (needs
+    A window of ``W`` tokens gives ``k = (W - 1) // seq_len`` training sequences: sub-window ``i``
+    holds tokens ``i*seq_len .. (i+1)*seq_len`` (next-token targets overlap the next sub-window by
+    one token, as windows do), so a context shorter than the dataset's trains on every token when it
+    divides the dataset's ``seq_len``.
+    clm: inputs are the sub-windows' first ``seq_len`` tokens, targets the next tokens, with pad
+    targets ignored. mlm: the sub-windows masked by :func:`training.mlm.mask_tokens` (needs
     ``generator`` and a ``mask_id``); targets are the originals at masked positions.
     """
     if windows.shape[-1] < seq_len + 1:
         raise ValueError(
             f"windows of {windows.shape[-1]} tokens are shorter than seq_len + 1 = {seq_len + 1}"
         )
+    n = (windows.shape[-1] - 1) // seq_len * seq_len
     if objective == "clm":
-        inputs = windows[:, :seq_len]
-        targets = windows[:, 1 : seq_len + 1].clone()
+        inputs = windows[:, :n].reshape(-1, seq_len)
+        targets = windows[:, 1 : n + 1].reshape(-1, seq_len).clone()
         if spec.pad_id is not None:
             targets[targets == spec.pad_id] = IGNORE_INDEX
         return inputs, targets
@@ -65,7 +70,7 @@ def prepare_batch(
         if generator is None:
             raise ValueError("the mlm objective needs a torch.Generator for masking")
         return mask_tokens(
-            windows[:, :seq_len],
+            windows[:, :n].reshape(-1, seq_len),
             vocab_size=spec.vocab_size,
             mask_id=spec.mask_id,
             special_ids=spec.special_ids,

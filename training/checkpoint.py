@@ -168,8 +168,8 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint ``step`` under ``out_dir/checkpoints`` and point ``latest`` at it.
 
-    ``state`` is extra JSON (configs, reader state, metrics). ``keep`` > 0 deletes all but the
-    newest ``keep`` checkpoints afterwards.
+    ``state`` is extra JSON (configs, reader state, metrics). ``keep`` > 0 then keeps this checkpoint and
+    the newest ``keep - 1`` others (by step).
     """
     root = Path(out_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -195,8 +195,9 @@ def save_checkpoint(
     pointer = root / f".latest.tmp-{os.getpid()}"
     pointer.write_text(name + "\n", encoding="utf-8")
     os.replace(pointer, root / "latest")
-    if keep > 0:
-        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+    if keep > 0:  # the newest ``keep`` by step, and never the checkpoint just written
+        others = sorted(p for p in root.glob("step-*") if p.is_dir() and p != final)
+        for old in others[: max(0, len(others) - (keep - 1))]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 

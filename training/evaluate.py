@@ -31,7 +31,7 @@ def evaluate_loss(
 ) -> dict[str, Any]:
     """Token-weighted mean loss and perplexity over ``batches`` of windows (all of them when
     ``max_batches`` is 0). mlm masks batch ``i`` with a generator seeded ``seed + i``, so every
-    evaluation scores the same masks. Under torch.distributed the sums are all-reduced."""
+    evaluation of a run scores the same masks (the trainer's seed includes the rank). Under torch.distributed the sums are all-reduced."""
     device = torch.device(device)
     was_training = model.training
     model.eval()

@@ -158,6 +158,8 @@ def export_hf_llama(
         "clean_up_tokenization_spaces": False,
         "add_bos_token": False,
         "add_eos_token": False,
+        # special-token strings inside text are plain text, as when the token dataset was encoded
+        "split_special_tokens": True,
         **specials,
     }
     (out / "tokenizer_config.json").write_text(

@@ -23,7 +23,8 @@ uninterrupted loss curve exactly.
 
 MFU is ``flops_per_token * tokens/s per GPU / peak`` with the PaLM FLOPs formula
 (``Transformer.flops_per_token``) and the GPU's dense bf16 peak from :data:`PEAK_BF16_FLOPS`
-(or ``CORPUSFORGE_PEAK_FLOPS``); it is None when the peak is unknown or on CPU.
+(or ``CORPUSFORGE_PEAK_FLOPS``, which also gives a CPU run an MFU); otherwise None when the peak is
+unknown or on CPU.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +63,7 @@ PEAK_BF16_FLOPS: list[tuple[tuple[str, ...], float]] = [
     (("H100", "PCIE"), 756e12),
     (("H100", "NVL"), 835e12),
     (("GH200",), 989e12),
+    (("H200", "NVL"), 835e12),
     (("H200",), 989e12),
     (("H100",), 989e12),  # SXM, e.g. "NVIDIA H100 80GB HBM3"
     (("H800",), 989e12),
@@ -84,6 +87,15 @@ def peak_bf16_flops(device_name: str) -> float | None:
         if all(k in name for k in keys):
             return flops
     return None
+
+
+def model_flops_utilization(
+    flops_per_token: float, tokens_per_s: float | None, world_size: int, peak: float | None
+) -> float | None:
+    """MFU: achieved model FLOP/s per device over the device's peak (None without a peak or a rate)."""
+    if not peak or not tokens_per_s:
+        return None
+    return flops_per_token * tokens_per_s / world_size / peak
 
 
 def lr_at(step: int, *, peak: float, warmup: int, max_steps: int, min_ratio: float) -> float:
@@ -204,8 +216,12 @@ class _Run:
         self.spec = TokenSpec.from_manifest(self.manifest)
         data_len = int(self.manifest["seq_len"])
         self.seq_len = cfg.seq_len or data_len
-        if self.seq_len > data_len:
-            raise ValueError(f"train.seq_len={cfg.seq_len} exceeds the dataset's seq_len={data_len}")
+        if self.seq_len > data_len or data_len % self.seq_len:
+            raise ValueError(
+                f"train.seq_len={cfg.seq_len} must divide the dataset's seq_len={data_len} (each window "
+                "is cut into whole training sequences, so no token is dropped); use 0 for the dataset's"
+            )
+        self.sequences_per_window = data_len // self.seq_len
         self.cuda = ctx.device.type == "cuda"
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.cuda)
         self.amp_dtype = torch.bfloat16 if bf16 else None
@@ -269,7 +285,10 @@ class _Run:
         return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
 
     def resume(self) -> None:
-        ckpt = latest_checkpoint(self.out_dir) if self.cfg.resume else None
+        if not self.cfg.resume:
+            self._start_fresh()
+            return
+        ckpt = latest_checkpoint(self.out_dir)
         if ckpt is None:
             return
         saved = read_state(ckpt).get("model_config")
@@ -283,6 +302,19 @@ class _Run:
         self.history = {k: list(v) for k, v in doc.get("history", self.history).items()}
         self.resumed_from = str(ckpt)
         self.log(f"resumed from {ckpt} at step {self.start_step}")
+
+    def _start_fresh(self) -> None:
+        """``resume=False``: an earlier run's checkpoints and log in ``out_dir`` are removed, so they can
+        neither be mistaken for this run's nor outrank its checkpoints in retention."""
+        ckpts, log_file = self.out_dir / "checkpoints", self.out_dir / "train_log.jsonl"
+        if not self.ctx.is_main or not (ckpts.exists() or log_file.exists()):
+            return
+        old = sorted(p.name for p in ckpts.glob("step-*")) if ckpts.exists() else []
+        self.log(
+            f"resume is off: removing {len(old)} checkpoint(s) and the log of an earlier run in {self.out_dir}"
+        )
+        shutil.rmtree(ckpts, ignore_errors=True)
+        log_file.unlink(missing_ok=True)
 
     def evaluate(self, step: int) -> dict[str, Any] | None:
         if self.val_ds is None:
@@ -367,10 +399,13 @@ class _Run:
         if ctx.world_size > 1:
             train_model = DDP(train_model, device_ids=[ctx.local_rank] if self.cuda else None)
 
-        tokens_per_step = cfg.batch_size * self.seq_len * cfg.grad_accum * ctx.world_size
+        # a micro-batch of batch_size windows is batch_size * sequences_per_window training sequences
+        tokens_per_step = (
+            cfg.batch_size * self.sequences_per_window * self.seq_len * cfg.grad_accum * ctx.world_size
+        )
         flops_per_token = model.flops_per_token(self.seq_len)
         gpu_name = torch.cuda.get_device_name(ctx.device) if self.cuda else None
-        peak = peak_bf16_flops(gpu_name) if gpu_name else None
+        peak = peak_bf16_flops(gpu_name or "cpu")  # on CPU only CORPUSFORGE_PEAK_FLOPS gives one
         self.log(
             f"model {cfg.preset}: {model.num_params():,} params, seq_len {self.seq_len}, "
             f"{tokens_per_step:,} tokens/step on {ctx.world_size} x {gpu_name or 'cpu'}"
@@ -458,7 +493,7 @@ class _Run:
                 loss_value = flush(step)
                 elapsed = time.perf_counter() - interval_start
                 tps = interval_tokens / elapsed if interval_tokens else None
-                mfu = flops_per_token * tps / ctx.world_size / peak if peak and tps else None
+                mfu = model_flops_utilization(flops_per_token, tps, ctx.world_size, peak)
                 line = f"step {done}/{cfg.max_steps} | loss {loss_value:.4f} | lr {lr:.2e}"
                 line += f" | {tps:,.0f} tok/s" if tps else ""
                 line += f" | mfu {100 * mfu:.1f}%" if mfu is not None else ""
@@ -498,7 +533,7 @@ class _Run:
             tps, data_frac = tokens_per_step / timing["first_step"], None
         else:
             tps, data_frac = None, None
-        mfu = flops_per_token * tps / ctx.world_size / peak if peak and tps else None
+        mfu = model_flops_utilization(flops_per_token, tps, ctx.world_size, peak)
         losses = self.history["loss"]
         summary = {
             "preset": cfg.preset,

@@ -37,12 +37,13 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from pipelines import storage
 from pipelines.beam_stage import LOCAL_RUNNERS, StageResult, counter, run_stage, shard_splits
 from pipelines.config import ConfigError, CorpusforgeConfig, DatasetConfig, fingerprint, to_dict
+from pipelines.dedup.job import STAGE as DEDUP_STAGE
 from pipelines.tokens import tokenizer_stage
 from pipelines.tokens.bpe import EOT_ID, MASK_ID, PAD_ID, load_tokenizer, token_dtype
 from pipelines.tokens.encode import encode_shard
 from pipelines.tokens.packing import ShardTask, plan_shards
 from pipelines.tokens.shards import SIDECAR, PackedShard, collect_split, pack_shard, write_packed_shard
-from pipelines.tokens.splits import SPLITS, TRAIN, VAL
+from pipelines.tokens.splits import SPLITS, TRAIN, VAL, cluster_split_overrides
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,17 @@ def work_units(shards: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
 class EncodeShardFn(beam.DoFn):
     """``(key, path, row group)`` -> ``(split, Segment)`` for each split with documents in it."""
 
-    def __init__(self, tokenizer_file: str, work_dir: str, cfg: DatasetConfig, dtype: str, threads: int):
+    def __init__(
+        self,
+        tokenizer_file: str,
+        work_dir: str,
+        cfg: DatasetConfig,
+        dtype: str,
+        threads: int = 1,
+        split_overrides: dict[str, str] | None = None,
+    ):
         self.tokenizer_file, self.work_dir, self.cfg = tokenizer_file, work_dir, cfg
-        self.dtype, self.threads = dtype, threads
+        self.dtype, self.threads, self.split_overrides = dtype, threads, split_overrides
         self.tok: Any = None
         self.docs = {s: counter(f"tokens.documents.{s}") for s in SPLITS}
         self.tokens = {s: counter(f"tokens.tokens.{s}") for s in SPLITS}
@@ -111,6 +120,7 @@ class EncodeShardFn(beam.DoFn):
             batch_docs=self.cfg.encode_batch,
             eot_id=EOT_ID,
             row_groups=[row_group],
+            split_overrides=self.split_overrides,
         ):
             self.docs[seg.split].inc(seg.documents)
             self.tokens[seg.split].inc(seg.tokens)
@@ -141,23 +151,20 @@ class WriteShardFn(beam.DoFn):
 class TokenizePack(beam.PTransform):
     """:func:`work_units` elements -> :class:`PackedShard` elements (windows + document index)."""
 
-    def __init__(self, tokenizer_file: str, work_dir: str, cfg: DatasetConfig, dtype: str, threads: int = 1):
+    def __init__(self, *encode_args: Any, **encode_kwargs: Any) -> None:
+        """Arguments as :class:`EncodeShardFn`'s (tokenizer file, work dir, dataset config, dtype, ...)."""
         super().__init__()
-        self.tokenizer_file, self.work_dir, self.cfg = tokenizer_file, work_dir, cfg
-        self.dtype, self.threads = dtype, threads
+        self.encode = EncodeShardFn(*encode_args, **encode_kwargs)
 
     def expand(self, shards: Any) -> Any:
-        window, per_shard = self.cfg.seq_len + 1, self.cfg.sequences_per_shard
+        window, per_shard = self.encode.cfg.seq_len + 1, self.encode.cfg.sequences_per_shard
         return (
             shards
-            | "Encode"
-            >> beam.ParDo(
-                EncodeShardFn(self.tokenizer_file, self.work_dir, self.cfg, self.dtype, self.threads)
-            )
+            | "Encode" >> beam.ParDo(self.encode)
             | "BySplit" >> beam.GroupByKey()
             | "Plan" >> beam.FlatMap(lambda kv: plan_shards(kv[1], window, per_shard))
             | "SpreadShards" >> beam.Reshuffle()
-            | "Pack" >> beam.ParDo(PackShardFn(window, self.dtype))
+            | "Pack" >> beam.ParDo(PackShardFn(window, self.encode.dtype))
         )
 
 
@@ -169,12 +176,14 @@ def build_pipeline(
     cfg: DatasetConfig,
     dtype: str,
     threads: int,
+    split_overrides: dict[str, str] | None = None,
 ) -> None:
     _ = (
         pipeline
         | "WorkUnits" >> beam.Create(work_units(splits))
         | "Distribute" >> beam.Reshuffle()
-        | "TokenizePack" >> TokenizePack(tokenizer_file, f"{root}/{WORK_DIR}", cfg, dtype, threads)
+        | "TokenizePack"
+        >> TokenizePack(tokenizer_file, f"{root}/{WORK_DIR}", cfg, dtype, threads, split_overrides)
         | "Write" >> beam.ParDo(WriteShardFn(root, dtype))
     )
 
@@ -232,9 +241,15 @@ def run(
     reuse: bool = False,
     source_stage: str = tokenizer_stage.UPSTREAM,
     stage: str = STAGE,
+    split_by_cluster: bool = False,
 ) -> StageResult:
     """Tokenize and pack the committed ``source_stage`` (default ``filtered``) with the committed
-    tokenizer into stage ``stage`` (the curation ablation tokenizes ``raw`` the same way)."""
+    tokenizer into stage ``stage`` (the curation ablation tokenizes ``raw`` the same way).
+
+    ``split_by_cluster`` (for a source that still holds duplicates): a document the current ``dedup``
+    version removed as a duplicate goes to its survivor's split, so copies of validation documents
+    stay out of ``train``.
+    """
     data_dir = cfg.paths.data_dir
     upstream = storage.current_version(data_dir, source_stage, asset_hint=tokenizer_stage.UPSTREAM_ASSET)
     tok_version = storage.current_version(data_dir, tokenizer_stage.STAGE, asset_hint="tokenizer")
@@ -245,7 +260,12 @@ def run(
     vocab = int(tok_manifest["vocab_size"])
     dtype = token_dtype(vocab)
     section = {"dataset": to_dict(cfg.dataset)}
-    fp = fingerprint(stage, section, upstream.name, tok_version.name)
+    overrides, dedup_name = None, None
+    if split_by_cluster:
+        dedup = storage.current_version(data_dir, DEDUP_STAGE, asset_hint="deduplicated_documents")
+        rows = storage.iter_stage_rows(dedup, "clusters", columns=["doc_id", "cluster_id"])
+        overrides, dedup_name = cluster_split_overrides(rows, cfg.dataset.val_fraction), dedup.name
+    fp = fingerprint(stage, section, upstream.name, tok_version.name, dedup_name)
     splits = shard_splits(upstream)
     threads = encode_threads(options)
     tok_val_fraction = tok_version.manifest().get("config", {}).get("val_fraction")
@@ -274,7 +294,9 @@ def run(
                 "window": cfg.dataset.seq_len + 1,
                 "order": "upstream shard order, then row order; one EOT after every document",
                 "padding": "only the last window of each split, with pad_id; ignore pad_id in the loss",
-                "split_rule": "blake2b(doc id) < val_fraction -> val",
+                "split_rule": "blake2b(source doc id) < val_fraction -> val"
+                + ("; removed duplicates follow their dedup survivor" if split_by_cluster else ""),
+                "split_overrides": len(overrides) if overrides is not None else None,
                 "tokenizer_val_fraction": tok_val_fraction,
             },
             "tokenizer": {"version": tok_version.name, "path": str(tok_file)},
@@ -287,7 +309,9 @@ def run(
         config=section,
         upstream={source_stage: upstream.name, tokenizer_stage.STAGE: tok_version.name},
         output=cfg.output,
-        build=lambda p, v: build_pipeline(p, splits, str(v.path), str(tok_file), cfg.dataset, dtype, threads),
+        build=lambda p, v: build_pipeline(
+            p, splits, str(v.path), str(tok_file), cfg.dataset, dtype, threads, overrides
+        ),
         options=options,
         kinds=(),
         finalize=finalize,

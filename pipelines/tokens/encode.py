@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import chain
 from pathlib import Path
 
@@ -102,8 +102,13 @@ def encode_shard(
     batch_docs: int,
     eot_id: int,
     row_groups: list[int] | None = None,
+    split_overrides: Mapping[str, str] | None = None,
 ) -> Iterator[Segment]:
-    """Encode the documents of one Parquet shard (or of its ``row_groups``); one segment per split."""
+    """Encode the documents of one Parquet shard (or of its ``row_groups``); one segment per split.
+
+    ``split_overrides`` (doc id -> split) replaces :func:`split_of` for the documents it names.
+    """
+    overrides = split_overrides or {}
     writers: dict[str, SegmentWriter] = {}
     pending: dict[str, list[tuple[str, str, str | None, int]]] = {s: [] for s in SPLITS}
 
@@ -129,7 +134,7 @@ def encode_shard(
             sizes = pc.binary_length(batch.column("text")).to_pylist()
             langs = batch.column("lang").to_pylist() if has_lang else [None] * len(ids)
             for doc in zip(ids, texts, langs, sizes, strict=True):
-                split = split_of(doc[0], val_fraction)
+                split = overrides.get(doc[0]) or split_of(doc[0], val_fraction)
                 pending[split].append(doc)
                 if len(pending[split]) >= batch_docs:
                     flush(split)

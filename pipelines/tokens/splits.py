@@ -14,6 +14,7 @@ a document is in ``val`` when ``u < val_fraction``; it is in the tokenizer sampl
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 
 TRAIN = "train"
 VAL = "val"
@@ -58,3 +59,18 @@ def sample_rate(total_bytes: int, sample_bytes: int, val_fraction: float) -> flo
     if train_bytes <= 0:
         return 1.0
     return min(1.0, sample_bytes / train_bytes)
+
+
+def cluster_split_overrides(cluster_rows: Iterable[Mapping], val_fraction: float) -> dict[str, str]:
+    """``{doc_id: split of its cluster's survivor}`` for removed duplicates whose own id would land in
+    the other split (about ``2 f (1 - f)`` of them, so the mapping stays small).
+
+    Used when a corpus that still holds the duplicates (the curation ablation's raw corpus) is split:
+    a copy of a validation document then never sits in the training split.
+    """
+    out = {}
+    for row in cluster_rows:
+        doc, cluster = row["doc_id"], row["cluster_id"]
+        if doc != cluster and (target := split_of(cluster, val_fraction)) != split_of(doc, val_fraction):
+            out[doc] = target
+    return out

@@ -69,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from assets.definitions import defs
     from assets.resources import BeamRunner, CorpusforgeSettings
+    from pipelines.ingest import list_inputs
 
     cfg = load_config(
         args.config,
@@ -80,9 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.workers is not None:
         resources["beam"] = BeamRunner(direct_num_workers=args.workers)
-    selection = args.select.split(",") if args.select else None
+    selection = [x.strip() for x in args.select.split(",") if x.strip()] if args.select else None
     assets = list(defs.assets or [])
     checks = list(defs.asset_checks or [])
+    known = {key.to_user_string() for a in assets for key in a.keys}
+    if unknown := sorted(set(selection or []) - known):
+        raise ConfigError(f"--select: unknown asset(s) {unknown}; choose from {', '.join(sorted(known))}")
+    if selection is None or "raw_documents" in selection:
+        list_inputs(cfg.paths.input, cfg.ingest.glob)  # a missing or empty input fails here, not in a step
     print(
         f"corpusforge: materializing {len(assets)} assets from {cfg.paths.input} into {cfg.paths.data_dir}",
         flush=True,
@@ -107,12 +113,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         elif event.event_type_value == "STEP_FAILURE":
             print(
-                f"  FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}",
+                f"  FAILED {event.step_key}: {_root_message(event.event_specific_data.error)}",
                 file=sys.stderr,
             )
     print(f"corpusforge: {'success' if result.success else 'FAILED'} in {time.time() - start:.1f}s\n")
     _print_report(cfg.paths.data_dir)
     return 0 if result.success else 1
+
+
+def _root_message(error: Any) -> str:
+    """The innermost cause of a Dagster step error (the user's exception, not Dagster's wrapper)."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def _print_report(data_dir: str) -> None:

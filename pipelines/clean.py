@@ -160,7 +160,9 @@ def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> Any:
         build=lambda p, splits, v: build_document_stage(
             p, splits, CleanFn(cfg.clean), str(v.path), cfg.output, label="Clean"
         ),
-        finalize=lambda v, counters, entries, up_docs: {"stats": stage_stats(entries, up_docs)},
+        finalize=lambda v, counters, entries, up_docs: {
+            "stats": stage_stats(entries, up_docs, redacts_pii=True)
+        },
         options=options,
         reuse=reuse,
     )

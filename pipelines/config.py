@@ -254,6 +254,11 @@ class BiasConfig:
     doc_threshold: float = _f(
         5.0, "Weighted flagged terms per 1,000 words above which the document is dropped."
     )
+    doc_min_weighted: float = _f(
+        2.0,
+        "A document is dropped only when its weighted flagged terms also reach this: one profanity "
+        "(1.0) never drops a short document, one slur (2.0) can.",
+    )
     line_threshold: float = _f(1.0, "Weighted flagged terms in one line above which the line is dropped.")
     cda_fraction: float = _f(0.0, "Fraction of English documents to add gender-swapped copies of (0 = off).")
     max_source_fraction: float = _f(1.0, "Cap on any single source's share of output characters (1.0 = off).")
@@ -396,7 +401,12 @@ def _build(cls: type, data: Mapping[str, Any] | None, prefix: str) -> Any:
                 raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields")
             kwargs[f.name] = _build(tp, data[f.name], key + ".")
         else:
-            kwargs[f.name] = _check_type(data[f.name], tp, key)
+            value = _check_type(data[f.name], tp, key)
+            if isinstance(value, dict) and f.default_factory is not dataclasses.MISSING:
+                # a mapping setting overrides entry by entry: {"en": 0.8} keeps the default "zh" threshold
+                defaults = {str(k): v for k, v in f.default_factory().items()}
+                value = {**defaults, **{str(k): v for k, v in value.items()}}
+            kwargs[f.name] = value
     return cls(**kwargs)
 
 
@@ -485,6 +495,7 @@ def _validate(cfg: CorpusforgeConfig) -> None:
         cfg.bias.doc_threshold > 0 and cfg.bias.line_threshold > 0,
         "bias.doc_threshold and bias.line_threshold must be > 0",
     )
+    need(cfg.bias.doc_min_weighted >= 0, "bias.doc_min_weighted must be >= 0")
     need(cfg.tokenizer.min_frequency >= 1, "tokenizer.min_frequency must be >= 1")
     need(cfg.tokenizer.sample_bytes >= 1024, "tokenizer.sample_bytes must be at least 1024")
     need(cfg.dataset.sequences_per_shard >= 1, "dataset.sequences_per_shard must be >= 1")

@@ -13,9 +13,16 @@ def _prefixed(summary: Mapping[str, float], prefix: str) -> dict[str, float]:
 
 
 def stage_stats(
-    entries: Mapping[str, Any], upstream_documents: Mapping[str, Any] | None, records_read: int | None = None
+    entries: Mapping[str, Any],
+    upstream_documents: Mapping[str, Any] | None,
+    records_read: int | None = None,
+    *,
+    redacts_pii: bool = False,
 ) -> dict[str, Any]:
     """Counts in/out, removals by reason, languages, PII and tags of one stage.
+
+    ``pii`` (redactions by kind) is reported only by the stage that redacts (``redacts_pii``): later
+    stages carry the ``pii.*`` signals of their documents but made none of those redactions.
 
     ``entries`` are this stage's manifest entries (``documents``, ``ledger``); ``upstream_documents``
     the upstream stage's ``documents`` entry, or ``None`` for ingestion, whose input count is
@@ -44,7 +51,7 @@ def stage_stats(
         "removed_by_reason": removed,
         "removed_bytes_by_reason": removed_bytes,
         "languages": {k: int(v) for k, v in sorted(_prefixed(dsum, "lang:").items(), key=lambda kv: -kv[1])},
-        "pii": {k: int(v) for k, v in sorted(_prefixed(dsum, "pii.").items())},
+        "pii": {k: int(v) for k, v in sorted(_prefixed(dsum, "pii.").items())} if redacts_pii else {},
         "tags": {k: int(v) for k, v in sorted(_prefixed(dsum, "tag:").items())},
         "shards": len(docs.get("shards", [])),
         "conserved": int(docs_in) + added == int(docs["rows"]) + int(ledger["rows"]),

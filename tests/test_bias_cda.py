@@ -19,6 +19,9 @@ from pipelines.bias.cda import counterfactual_id, gender_swap, select_for_cda
         ("The king and his sons", "The queen and her daughters"),
         ("She's here; he'll come.", "He's here; she'll come."),
         ("Mr. Smith thanked the waitress.", "Ms. Smith thanked the waiter."),
+        ("He told her he loved her.", "She told him she loved him."),
+        ("I told her I was sorry.", "I told him I was sorry."),
+        ("We showed her they were wrong.", "We showed him they were wrong."),
     ],
 )
 def test_swaps(text, swapped):

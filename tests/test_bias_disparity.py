@@ -121,3 +121,12 @@ def test_combine_fn_accepts_tuples_and_mappings():
     doc = {"stage": "s", "text": "Muslim women", "lang": "en", "reason": None}
     acc3 = fn.add_input(fn.create_accumulator(), doc)
     assert acc3["s"]["mention"] == {"religion": 1, "gender": 1, ANY_AXIS: 1}
+
+
+def test_raw_chinese_documents_without_a_language_still_count_their_identity_mentions():
+    from pipelines.bias.report import ScanDocumentsFn
+
+    doc = {"id": "r1", "text": "她是一名穆斯林女性，也是残疾人权益的倡导者。", "lang": None}
+    out = list(ScanDocumentsFn(counts=False, axes=True).process(("00000", doc)))
+    (axes_row,) = [o.value for o in out if o.tag == "axes"]
+    assert {"religion", "gender", "disability"} <= set(axes_row[1])

@@ -131,6 +131,44 @@ def test_chinese_allowlist():
     assert flagged("这不干你事", "zh") == []
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "全国体操比赛",  # 操比
+        "5月1日批准施行",  # 日批
+        "我爸妈的房子",  # 妈的
+        "老味道",
+        "飞机八点起飞",
+        "河北紧靠北京",
+        "扇贝肉",
+        "会议于13点开始",
+        "肥西县",
+        "水稻杂种优势",
+        "阳光照射你的脸",
+        "我妈比我高",
+        "手册那一页",
+    ],
+)
+def test_chinese_compounds_that_contain_a_listed_word_do_not_match(text):
+    assert flagged(text, "zh") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["And then, poof, the rabbit vanished.", "Our Maine Coon cat", "spic and span", "outside for a fag"],
+)
+def test_harmless_english_uses_never_weigh_as_slurs(text):
+    from pipelines.bias.toxicity import score_document
+
+    assert score_document(text, "en").weighted <= 1.0  # at most one profanity: never drops a line
+
+
+def test_chinese_identity_words_inside_unrelated_words_do_not_count():
+    assert identity("中华人民共和国成立于1949年。", "zh") == []
+    assert identity("下课后他回教室拿书。", "zh") == ["他"]
+    assert identity("首先生产一批样品，原先生活在农村。", "zh") == []
+
+
 def test_english_terms_are_found_in_chinese_text_next_to_cjk_characters():
     assert flagged("我fuck你", "zh") == ["fuck"]
     assert flagged("他说fucking好", "zh") == ["fucking"]

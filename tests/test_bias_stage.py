@@ -86,11 +86,14 @@ CORPUS = [
     make_doc("lines", FILLER.strip() + "\nwhat the fuck is this shit, muslim\nThe end."),
     # a single line of weight 2 in 422 words: under 'lines' nothing is left
     make_doc("all-lines", "fuck shit " + FILLER),
-    make_doc("at-threshold", "fuck " + words(199)),  # 1 / 200 words = 5.0, not above 5
-    make_doc("over-threshold", "fuck " + words(198)),  # 1 / 199 words = 5.03
+    # two profanities on two lines (line weight 1, never cut): 2 / 400 words = 5.0, not above 5
+    make_doc("at-threshold", "fuck " + words(199) + "\nshit " + words(199)),
+    make_doc("over-threshold", "fuck " + words(199) + "\nshit " + words(198)),  # 2 / 399 = 5.01
     make_doc("identity", "She is a Muslim woman and he is a Christian man."),
     make_doc("zh-toxic", "你他妈的傻逼", lang="zh", source="zh/b.jsonl"),
     make_doc("zh-clean", "他说她是穆斯林女性。今天天气很好。", lang="zh", source="zh/b.jsonl"),
+    # one profanity in a short document: score 47.6 but weight 1 < doc_min_weighted 2, kept
+    make_doc("one-stray", "fuck " + words(20)),
 ]
 
 

@@ -59,7 +59,7 @@ def test_per_line_scores():
 
 
 def test_document_policy_threshold_is_strict():
-    cfg = BiasConfig(toxicity_policy="document", doc_threshold=5.0)
+    cfg = BiasConfig(toxicity_policy="document", doc_threshold=5.0, doc_min_weighted=0.0)
     at_threshold = "fuck " + words(199)  # 1 / 200 words = 5.0 per 1,000
     text, reason, detail, signals = apply_policy(at_threshold, "en", cfg)
     assert text == at_threshold and reason is None and detail == ""
@@ -69,6 +69,21 @@ def test_document_policy_threshold_is_strict():
     assert text is None and reason == REASON_DOCUMENT
     assert "fuckx1" in detail and "> 5" in detail
     assert "toxicity.removed_lines" not in signals
+
+
+def test_one_stray_match_never_drops_a_short_document():
+    cfg = BiasConfig(toxicity_policy="document")  # threshold 5 per 1,000, at least weight 2
+    short = "fuck " + words(20)  # score 47.6 but weight 1
+    assert apply_policy(short, "en", cfg)[1] is None
+    assert apply_policy("fuck shit " + words(20), "en", cfg)[1] == REASON_DOCUMENT  # weight 2
+    assert apply_policy("全国体操比赛今天在北京开幕，运动员们表现出色。", "zh", cfg)[1] is None
+
+
+def test_removed_lines_leave_no_run_of_blank_lines():
+    cfg = BiasConfig(toxicity_policy="lines", doc_threshold=1000.0)
+    text = "fuck this shit\n\nFirst real paragraph here.\n\nfuck that shit\n\nLast paragraph."
+    new, reason, _, _ = apply_policy(text, "en", cfg)
+    assert reason is None and new == "First real paragraph here.\n\nLast paragraph."
 
 
 def test_document_policy_keeps_flagged_lines():
@@ -118,7 +133,7 @@ def test_lines_policy_on_chinese():
 
 
 def test_policy_accepts_a_precomputed_result_and_rejects_unknown_policy():
-    text = "fuck " + words(9)
+    text = "fuck shit " + words(8)
     res = score_document(text, "en")
     cfg = BiasConfig(toxicity_policy="document", doc_threshold=50.0)
     assert apply_policy(text, "en", cfg, result=res)[1] == REASON_DOCUMENT

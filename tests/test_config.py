@@ -109,3 +109,16 @@ def test_runner_class_paths_and_presets_are_accepted():
     assert cfg.runner.runner == "my_org.runners.CustomRunner"
     assert tuple(PRESETS) == MODEL_PRESETS  # the torch-free copy of the preset names is current
     assert load_config(overrides={"train": {"preset": "124m"}}).train.preset == "124m"
+
+
+def test_mapping_settings_override_entry_by_entry():
+    cfg = load_config(
+        overrides={
+            "clean": {
+                "langid": {"thresholds": {"en": 0.8}},
+                "gopher_repetition": {"top_ngram_max_frac": {2: 0.25}},
+            }
+        }
+    )
+    assert cfg.clean.langid.thresholds == {"en": 0.8, "zh": 0.5}  # zh keeps its default
+    assert cfg.clean.gopher_repetition.top_ngram_max_frac == {"2": 0.25, "3": 0.18, "4": 0.16}

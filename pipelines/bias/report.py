@@ -30,7 +30,7 @@ from pipelines import storage
 from pipelines.beam_stage import StageResult, read_shard, run_stage, shard_splits
 from pipelines.bias import job
 from pipelines.bias.disparity import DisparityCombineFn
-from pipelines.bias.lexicon import AXES, data_version
+from pipelines.bias.lexicon import AXES, data_version, has_cjk
 from pipelines.bias.representation import (
     RepresentationCombineFn,
     axes_from_signals,
@@ -136,6 +136,8 @@ class ScanDocumentsFn(beam.DoFn):
     def process(self, element: tuple[str, Mapping[str, Any]]) -> Iterator[Any]:
         _, doc = element
         text, lang = doc["text"], doc.get("lang")
+        if lang in (None, "", "und") and has_cjk(text):  # raw documents carry no language yet
+            lang = "zh"
         counts = count_representation(text, lang) if self.counts else None
         if counts is not None:
             yield beam.pvalue.TaggedOutput("counts", counts)

@@ -15,6 +15,7 @@ dropped as ``toxicity:all-lines`` when no non-blank line remains.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from itertools import accumulate
 
 from pipelines.bias.lexicon import Match, Scan, count_units, flagged_matcher
 from pipelines.config import BiasConfig
+
+_BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 
 REASON_DOCUMENT = "toxicity:document"
 REASON_ALL_LINES = "toxicity:all-lines"
@@ -137,7 +140,7 @@ def apply_policy(
         "toxicity.flagged_terms": float(sum(res.terms.values())),
         "toxicity.flagged_lines": float(len(res.lines)),
     }
-    if res.score > cfg.doc_threshold:
+    if res.score > cfg.doc_threshold and res.weighted >= cfg.doc_min_weighted:
         detail = (
             f"score {res.score:.2f} > {cfg.doc_threshold:g} per 1,000 units "
             f"(weighted {res.weighted:g} in {res.units} units; {_terms_detail(res)})"
@@ -156,4 +159,5 @@ def apply_policy(
     )
     if not any(line.strip() for line in kept):
         return None, REASON_ALL_LINES, detail, signals
-    return "\n".join(kept), None, detail, signals
+    # a removed paragraph leaves no run of blank lines behind (cleaning allows at most one)
+    return _BLANK_RUNS.sub("\n\n", "\n".join(kept)).strip("\n"), None, detail, signals

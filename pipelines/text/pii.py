@@ -7,13 +7,17 @@ again, so ``13812345678@139.com`` is one e-mail, not a phone. Card-like digit ru
 or issuer check, and ISBNs, are *claimed but kept*: no phone may match inside or across them, only
 around them (``+86 138 1234 5678`` is a phone although ``86 138 1234 5678`` is a failed card).
 
-Rules (ASCII digits only; lookarounds are ASCII so that Chinese text around a match needs no spaces):
+Rules (lookarounds are ASCII so that Chinese text around a match needs no spaces; full-width forms
+such as ``１３８…`` or ``＠`` are matched through a same-length ASCII view of the text):
 
 * e-mail: ``local@domain.tld``; the local part is letters, digits and ``._%+-`` (not starting or ending
   with a dot), the domain has at least one dot and an alphabetic TLD of 2-24 letters, so ``foo@bar`` and
   ``npm@1.2.3`` do not match; image names such as ``logo@2x.png`` (file-extension "TLDs") are skipped.
 * IPv4: four dotted decimal octets 0-255 without leading zeros, not inside a longer dotted number
-  (``1.2.3.4.5``, ``v1.2.3.4.5``). IPv6: a hex/colon candidate validated by ``ipaddress`` (full and
+  (``1.2.3.4.5``, ``v1.2.3.4.5``), and not a section or version number: all four octets single
+  digits (``5.3.2.1``; this also keeps well-known resolvers such as 1.1.1.1, which are not personal),
+  right after an ASCII letter (``v1.2.0.3``) or a word such as version, build, section, clause,
+  table, figure, §, 第, 表, 图, 见, or right before 节, 条, 款, 章, 项. IPv6: a hex/colon candidate validated by ``ipaddress`` (full and
   ``::``-compressed forms, optional trailing dotted IPv4); ``12:30:45`` and MAC addresses fail that
   check. With ``cfg.ip_public_only`` (default) only globally routable addresses are redacted: loopback,
   private, link-local and documentation ranges (127.0.0.1, 192.168.x.x, 2001:db8::) are kept.
@@ -172,6 +176,28 @@ def _ip_ok(text: str, public_only: bool) -> bool:
     return addr.is_global or not public_only
 
 
+_NUMBERING_BEFORE_RE = re.compile(
+    r"(?:(?<![A-Za-z])(?:v|ver|version|build|release|rev|section|sec|clause|chapter|table|fig|figure|"
+    r"step|item|no|§)\.?\s*|[第表图见节条款章]\s*)$",
+    re.IGNORECASE,
+)
+_NUMBERING_AFTER = frozenset("节条款章项")
+
+
+def _is_numbering(text: str, start: int, end: int, run: str) -> bool:
+    """A dotted quad that is a section / version number rather than an address."""
+    if all(len(octet) == 1 for octet in run.split(".")):
+        return True
+    before = text[max(0, start - 12) : start]
+    if before[-1:].isascii() and before[-1:].isalpha():
+        return True
+    return _NUMBERING_BEFORE_RE.search(before) is not None or text[end : end + 1] in _NUMBERING_AFTER
+
+
+_FULLWIDTH_RE = re.compile("[\uff01-\uff5e]")
+_FULLWIDTH_TO_ASCII = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
+
+
 def _ips(text: str, public_only: bool) -> Iterator[Span]:
     if "::" in text or text.count(":") >= 7:  # IPv6 first: it may end in a dotted IPv4
         for m in _IPV6_RE.finditer(text):
@@ -181,8 +207,13 @@ def _ips(text: str, public_only: bool) -> Iterator[Span]:
     if "." in text:
         for m in _IPV4_RUN_RE.finditer(text):
             run = m.group().rstrip(".")  # a sentence-final dot is not part of the address
-            if _IPV4_STRICT_RE.fullmatch(run) and _ip_ok(run, public_only):
-                yield m.start(), m.start() + len(run), True
+            end = m.start() + len(run)
+            if (
+                _IPV4_STRICT_RE.fullmatch(run)
+                and not _is_numbering(text, m.start(), end, run)
+                and _ip_ok(run, public_only)
+            ):
+                yield m.start(), end, True
 
 
 def _cards(text: str) -> Iterator[Span]:
@@ -238,6 +269,9 @@ def redact_pii(text: str, cfg: PiiConfig) -> tuple[str, dict[str, int]]:
     if not cfg.enabled or not text:
         return text, {}
     counts = {k: 0 for k in _ORDER if k in cfg.kinds}
+    original = text
+    if _FULLWIDTH_RE.search(text):  # same length, so spans found here index the original text
+        text = text.translate(_FULLWIDTH_TO_ASCII)
     has_digits = _DIGIT_RE.search(text) is not None
     claims = _Claims()
     hits: list[tuple[int, int, str]] = []
@@ -261,13 +295,13 @@ def redact_pii(text: str, cfg: PiiConfig) -> tuple[str, dict[str, int]]:
                     hits.append((start, end, kind))
                     counts[kind] += 1
     if not hits:
-        return text, counts
+        return original, counts
     hits.sort()
     parts: list[str] = []
     pos = 0
     for start, end, kind in hits:
-        parts.append(text[pos:start])
+        parts.append(original[pos:start])
         parts.append(cfg.placeholder_format.format(kind=PLACEHOLDER_NAMES[kind]))
         pos = end
-    parts.append(text[pos:])
+    parts.append(original[pos:])
     return "".join(parts), counts

@@ -1,0 +1,30 @@
+"""`corpusforge` command line: bad input fails fast with a message, before any Dagster run starts."""
+
+from __future__ import annotations
+
+from assets.cli import main
+
+
+def test_missing_input_fails_fast_with_what_to_fix(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    code = main(["run", "--input", str(tmp_path / "missing"), "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err and "paths.input" in err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "home").exists()  # nothing started
+
+
+def test_unknown_selection_lists_the_assets(tmp_path, capsys):
+    code = main(["run", "--input", str(tmp_path), "--select", "raw_document"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown asset(s) ['raw_document']" in err and "raw_documents" in err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["run", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_config_lists_every_key(capsys):
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "dedup.threshold = 0.55" in out and "bias.doc_min_weighted = 2.0" in out

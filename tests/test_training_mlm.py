@@ -80,3 +80,23 @@ def test_probability_edges():
         run(tokens, mask_prob=1.5)
     with pytest.raises(ValueError, match="sum to <= 1"):
         run(tokens, mask_frac=0.8, random_frac=0.3)
+
+
+def test_validation_masks_do_not_depend_on_batching_or_order():
+    from training.batching import TokenSpec
+    from training.evaluate import evaluate_loss
+    from training.model import ModelConfig, Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=60, max_seq_len=16, causal=False))
+    windows = torch.randint(3, 60, (6, 17), generator=torch.Generator().manual_seed(1))
+    spec = TokenSpec(vocab_size=60, eot_id=0, pad_id=1, mask_id=2)
+
+    def loss(batches):
+        return evaluate_loss(model, batches, objective="mlm", seq_len=16, spec=spec, seed=5)["loss"]
+
+    whole = loss([windows])
+    assert loss([windows[:2], windows[2:4], windows[4:]]) == pytest.approx(whole, rel=1e-6)
+    assert loss([windows.flip(0)]) == pytest.approx(whole, rel=1e-6)  # as if another rank held them
+    assert loss([windows]) == whole  # deterministic
+    assert evaluate_loss(model, [windows], objective="mlm", seq_len=16, spec=spec, seed=6)["loss"] != whole

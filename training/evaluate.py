@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -13,6 +14,12 @@ import torch.nn.functional as F
 
 from training.batching import TokenSpec, prepare_batch
 from training.model import IGNORE_INDEX
+
+
+def window_seed(seed: int, window: torch.Tensor) -> int:
+    """A 63-bit seed from ``seed`` and a window's tokens (BLAKE2b), independent of batch and rank."""
+    h = hashlib.blake2b(window.to(torch.int64).numpy().tobytes(), digest_size=8, key=str(seed).encode())
+    return int.from_bytes(h.digest(), "little") & (2**63 - 1)
 
 
 @torch.no_grad()
@@ -30,8 +37,11 @@ def evaluate_loss(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Token-weighted mean loss and perplexity over ``batches`` of windows (all of them when
-    ``max_batches`` is 0). mlm masks batch ``i`` with a generator seeded ``seed + i``, so every
-    evaluation of a run scores the same masks (the trainer's seed includes the rank). Under torch.distributed the sums are all-reduced."""
+    ``max_batches`` is 0). Under torch.distributed the sums are all-reduced.
+
+    mlm masks each window with a generator seeded from ``seed`` and the window's tokens, so the same
+    validation windows are scored with the same masks however they are batched or spread over ranks.
+    """
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -39,10 +49,21 @@ def evaluate_loss(
     for i, windows in enumerate(batches):
         if max_batches and i >= max_batches:
             break
-        gen = torch.Generator().manual_seed(seed + i) if objective == "mlm" else None
-        inputs, targets = prepare_batch(
-            windows, objective=objective, seq_len=seq_len, spec=spec, generator=gen, mask_prob=mask_prob
-        )
+        if objective == "mlm":
+            parts = [
+                prepare_batch(
+                    w[None],
+                    objective=objective,
+                    seq_len=seq_len,
+                    spec=spec,
+                    generator=torch.Generator().manual_seed(window_seed(seed, w)),
+                    mask_prob=mask_prob,
+                )
+                for w in windows
+            ]
+            inputs, targets = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        else:
+            inputs, targets = prepare_batch(windows, objective=objective, seq_len=seq_len, spec=spec)
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         ctx = (
             torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()

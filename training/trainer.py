@@ -329,7 +329,7 @@ class _Run:
             max_batches=self.cfg.eval_batches,
             autocast_dtype=self.amp_dtype,
             mask_prob=self.cfg.mlm_prob,
-            seed=_derived_seed(self.cfg.seed, self.ctx.rank, "val"),
+            seed=_derived_seed(self.cfg.seed, "val"),  # masks follow the windows, not the rank
         )
         if metrics["loss"] is None:
             return None

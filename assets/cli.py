@@ -102,11 +102,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise_on_error=False,
         tags={"launched_by": "corpusforge-cli"},
     )
+    failed_checks = []
     for event in result.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION":
             print(f"  materialized {event.asset_key.to_user_string()}", flush=True)
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             ev = event.event_specific_data
+            if not ev.passed:
+                failed_checks.append(f"{ev.asset_key.to_user_string()}:{ev.check_name}")
             print(
                 f"  check {ev.asset_key.to_user_string()}:{ev.check_name} {'passed' if ev.passed else 'FAILED'}",
                 flush=True,
@@ -116,9 +119,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"  FAILED {event.step_key}: {_root_message(event.event_specific_data.error)}",
                 file=sys.stderr,
             )
-    print(f"corpusforge: {'success' if result.success else 'FAILED'} in {time.time() - start:.1f}s\n")
+    ok = result.success and not failed_checks
+    elapsed = time.time() - start
+    note = f" (failed checks: {', '.join(failed_checks)})" if failed_checks else ""
+    print(f"corpusforge: {'success' if ok else 'FAILED'} in {elapsed:.1f}s{note}\n")
     _print_report(cfg.paths.data_dir)
-    return 0 if result.success else 1
+    return 0 if ok else 1
 
 
 def _root_message(error: Any) -> str:
@@ -194,6 +200,10 @@ def _stage_lines(stage: str, m: dict) -> list[str]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, {"paths": {"data_dir": args.data_dir}} if args.data_dir else None)
+    if not Path(cfg.paths.data_dir).is_dir():
+        raise ConfigError(
+            f"data directory {cfg.paths.data_dir!r} does not exist; run `corpusforge run` first"
+        )
     _print_report(cfg.paths.data_dir)
     return 0
 

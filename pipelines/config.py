@@ -475,6 +475,12 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     need(cfg.ingest.min_text_chars >= 0, "ingest.min_text_chars must be >= 0")
     bad = [x for x in lid.languages if not (isinstance(x, str) and re.fullmatch(r"[a-z]{2,3}", x))]
     need(not bad, f"clean.langid.languages: {bad} are not ISO 639 codes such as 'en' or 'zh'")
+    three = {x: ISO639_2_TO_1[x] for x in lid.languages if x in ISO639_2_TO_1}
+    need(
+        not three,
+        f"clean.langid.languages: the language model reports two-letter codes; use {sorted(three.values())} "
+        f"instead of {sorted(three)}",
+    )
     need(lid.sample_chars >= 1, "clean.langid.sample_chars must be >= 1")
     rep = cfg.clean.gopher_repetition
     for name in ("top_ngram_max_frac", "dup_ngram_max_frac"):
@@ -509,6 +515,12 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     need(not problems, "; ".join(f"train.{p}" for p in problems))
 
 
+# Three-letter ISO 639-2/3 codes of languages that fastText lid.176 reports with two letters.
+ISO639_2_TO_1 = {
+    "eng": "en", "zho": "zh", "chi": "zh", "cmn": "zh", "fra": "fr", "fre": "fr", "deu": "de",
+    "ger": "de", "spa": "es", "rus": "ru", "jpn": "ja", "kor": "ko", "ara": "ar", "por": "pt",
+    "ita": "it", "nld": "nl", "dut": "nl", "hin": "hi", "vie": "vi", "tha": "th", "tur": "tr",
+}  # fmt: skip
 PARQUET_CODECS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
 KNOWN_RUNNERS = {
     "FnApiRunner",

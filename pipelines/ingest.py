@@ -84,9 +84,14 @@ def list_inputs(input_path: str | os.PathLike, pattern: str = "**/*") -> tuple[P
     return p, files
 
 
-def plan_splits(input_path: str | os.PathLike, cfg: IngestConfig) -> list[Split]:
-    """All ingestion splits, in a deterministic order."""
+def plan_splits(
+    input_path: str | os.PathLike, cfg: IngestConfig, exclude: tuple[str | os.PathLike, ...] = ()
+) -> list[Split]:
+    """All ingestion splits, in a deterministic order; files under ``exclude`` (the data directory
+    and ``$DAGSTER_HOME`` when they lie inside the input) are this system's own output, not input."""
     root, files = list_inputs(input_path, cfg.glob)
+    skip = [Path(p).resolve() for p in exclude if p]
+    files = [f for f in files if not any(f.resolve().is_relative_to(x) for x in skip)]
     from_dir = Path(input_path).is_dir()
     splits: list[Split] = []
     for f in files:
@@ -165,12 +170,24 @@ def _make_document(
             f"text has fewer than {cfg.min_text_chars} non-space characters",
             text,
         )
+    meta_json = json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str) if meta else None
+    try:
+        if meta_json is not None:
+            meta_json.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate from a JSON escape in a non-text field
+        return "ledger", _quarantine(
+            split,
+            "invalid-utf8",
+            offset,
+            f"a metadata field holds an unpaired surrogate ({exc.reason})",
+            text,
+        )
     doc = {
         "id": document_id(split.source, offset, text),
         "text": text,
         "source": split.source,
         "offset": offset,
-        "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str) if meta else None,
+        "meta": meta_json,
         "tags": [],
     }
     return "documents", doc
@@ -232,6 +249,8 @@ def _jsonl_records(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]
                     ),
                 )
                 continue
+            if offset == 0 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]  # a UTF-8 byte-order mark (Windows tools) is not part of the record
             if not line.strip():
                 continue  # blank separator lines are not records
             text, bad = _decode(split, line, offset)
@@ -514,7 +533,9 @@ def _finalize(counters: dict[str, int], entries: dict[str, Any], n_splits: int) 
 def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> Any:
     """Run ingestion over ``cfg.paths.input`` and commit the ``raw`` stage."""
 
-    splits = plan_splits(cfg.paths.input, cfg.ingest)
+    splits = plan_splits(
+        cfg.paths.input, cfg.ingest, exclude=(cfg.paths.data_dir, os.environ.get("DAGSTER_HOME", ""))
+    )
     section = {"paths": to_dict(cfg.paths), "ingest": to_dict(cfg.ingest)}
     fp = fingerprint(STAGE, section, input_fingerprint(splits))
     return run_stage(

@@ -28,3 +28,8 @@ def test_config_lists_every_key(capsys):
     assert main(["config"]) == 0
     out = capsys.readouterr().out
     assert "dedup.threshold = 0.55" in out and "bias.doc_min_weighted = 2.0" in out
+
+
+def test_report_of_a_missing_data_dir_says_so(tmp_path, capsys):
+    assert main(["report", "--data-dir", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -42,6 +42,7 @@ def test_file_then_overrides(tmp_path: Path):
         ({"output": {"compression": "zip"}}, "output.compression must be one of"),
         ({"runner": {"runner": "FlinkRuner"}}, "runner.runner 'FlinkRuner' is not a Beam runner"),
         ({"clean": {"langid": {"languages": ["english"]}}}, "are not ISO 639 codes"),
+        ({"clean": {"langid": {"languages": ["eng", "zho"]}}}, "use ['en', 'zh'] instead of ['eng', 'zho']"),
         (
             {"clean": {"gopher_repetition": {"top_ngram_max_frac": {"two": 0.2}}}},
             "clean.gopher_repetition.top_ngram_max_frac: 'two'",

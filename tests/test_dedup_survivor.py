@@ -9,6 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipelines.config import DedupConfig
 from pipelines.dedup.exact import ExactDuplicates, exact_duplicates_local, exact_key
 from pipelines.dedup.survivor import choose_survivor, decision, survivor_key
 
@@ -86,3 +87,16 @@ def test_exact_duplicates_beam_matches_local():
     with TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
         out = p | beam.Create(DOCS) | ExactDuplicates()
         assert_that(out, equal_to(EXPECTED))
+
+
+def test_punctuation_or_emoji_only_texts_are_not_copies_of_each_other():
+    from pipelines.dedup.exact import exact_duplicates_local
+    from pipelines.dedup.sketch import DocumentSketcher
+
+    texts = ["!!! ??? ...", "😀😂🎉🔥👍", "→ ← ↑ ↓ ⇒", "+-*/=<>", "hello world", "Hello, World!"]
+    assert exact_key(texts[0]) is None and exact_key(texts[1], strip_punct=False) is not None
+    decisions = exact_duplicates_local([(f"d{i}", t, 0.5) for i, t in enumerate(texts)])
+    removed = [d["doc_id"] for d in decisions if not d["kept"]]
+    assert removed == ["d5"] or removed == ["d4"]  # only the real pair; every symbol-only text stays
+    keys = [k for k, _ in DocumentSketcher(DedupConfig()).sketch(texts)]
+    assert keys[:4] == [None, None, None, None] and keys[4] == keys[5] is not None

@@ -249,3 +249,34 @@ def test_multiprocessing_gives_the_same_shards(bad_corpus, tmp_path, beam_option
     multi = ingest.run(cfg, pipeline_options(cfg.runner))  # multi_processing, 2 workers
     key = lambda m: sorted((s["path"], s["sha256"]) for s in m["documents"]["shards"])  # noqa: E731
     assert key(single.manifest) == key(multi.manifest)
+
+
+def test_own_outputs_inside_the_input_are_not_read(tmp_path):
+    src = tmp_path / "corpus"
+    (src / "data" / "raw").mkdir(parents=True)
+    (src / "home").mkdir()
+    (src / "a.txt").write_text("a document")
+    (src / "data" / "raw" / "part-00000.parquet").write_bytes(b"PAR1")
+    (src / "home" / "runs.db").write_bytes(b"sqlite")
+    splits = ingest.plan_splits(
+        src, _cfg(src, src / "data").ingest, exclude=(src / "data", str(src / "home"))
+    )
+    assert [s.source for s in splits] == ["a.txt"]
+
+
+def test_surrogate_in_a_metadata_field_quarantines_the_record_only(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    good = json.dumps({"text": "kept text", "title": "fine"})
+    (src / "a.jsonl").write_text('{"text": "lost text", "title": "\\ud800bad"}\n' + good + "\n")
+    rows = _read_all(_cfg(src, tmp_path / "data"))
+    assert [r["text"] for k, r in rows if k == "documents"] == ["kept text"]
+    assert [(r["reason"], r["offset"]) for k, r in rows if k == "ledger"] == [("invalid-utf8", 0)]
+
+
+def test_a_utf8_byte_order_mark_does_not_cost_the_first_record(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "first"}\n{"text": "second"}\n')
+    rows = _read_all(_cfg(src, tmp_path / "data"))
+    assert [r["text"] for k, r in rows if k == "documents"] == ["first", "second"]

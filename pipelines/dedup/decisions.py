@@ -23,6 +23,7 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines.config import DedupConfig
+from pipelines.dedup.exact import group_key
 from pipelines.dedup.lsh import optimal_bands_rows
 from pipelines.dedup.near import NearDuplicateClusters
 from pipelines.dedup.sketch import DocumentSketcher
@@ -42,7 +43,7 @@ class _KeyAndSignFn(beam.DoFn):
     def process(self, batch: list[tuple[str, str, Any]]):
         sketches = self._sketcher.sketch([text for _, text, _ in batch])
         for (doc_id, text, quality), (key, sig) in zip(batch, sketches, strict=True):
-            yield (key if key is not None else doc_id.encode()), (doc_id, sig, quality, len(text))
+            yield group_key(key, doc_id), (doc_id, sig, quality, len(text))
 
 
 def _exact_groups(kv: tuple[bytes, Any]):

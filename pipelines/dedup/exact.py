@@ -28,11 +28,20 @@ def key_of_normal_form(norm: str) -> bytes:
     return hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def exact_key(text: str, lowercase: bool = True, strip_punct: bool = True) -> bytes:
-    """16-byte BLAKE2b of the normalised text (see the module docstring for the normal form)."""
+def exact_key(text: str, lowercase: bool = True, strip_punct: bool = True) -> bytes | None:
+    """16-byte BLAKE2b of the normalised text (see the module docstring for the normal form); None
+    when the normal form is empty (punctuation, emoji or symbols only): such texts are not copies of
+    each other, so each stays its own group."""
     if lowercase and strip_punct:
-        return key_of_normal_form(canonical_body(*segments(text)))
-    return key_of_normal_form(normalize_for_hash(text, lowercase, strip_punct))
+        form = canonical_body(*segments(text))
+    else:
+        form = normalize_for_hash(text, lowercase, strip_punct)
+    return key_of_normal_form(form) if form.strip() else None
+
+
+def group_key(key: bytes | None, doc_id: str) -> bytes:
+    """The exact-group key: ``key``, or the document's own id when it has none."""
+    return key if key is not None else b"id:" + doc_id.encode()
 
 
 def _group_decisions(members: Iterable[tuple[str, float | None, int]]) -> list[dict[str, Any]]:
@@ -48,7 +57,8 @@ def exact_duplicates_local(
     """Single-process ``ExactDuplicates``: decisions for ``(doc_id, text, quality)``, sorted by doc id."""
     groups: dict[bytes, list[tuple[str, float | None, int]]] = {}
     for doc_id, text, quality in docs:
-        groups.setdefault(exact_key(text, lowercase, strip_punct), []).append((doc_id, quality, len(text)))
+        key = group_key(exact_key(text, lowercase, strip_punct), doc_id)
+        groups.setdefault(key, []).append((doc_id, quality, len(text)))
     out = [d for members in groups.values() for d in _group_decisions(members)]
     return sorted(out, key=lambda d: d["doc_id"])
 
@@ -69,7 +79,9 @@ class ExactDuplicates(beam.PTransform):
         return (
             docs
             | "KeyByTextHash"
-            >> beam.Map(lambda d: (exact_key(d[1], lowercase, strip_punct), (d[0], d[2], len(d[1]))))
+            >> beam.Map(
+                lambda d: (group_key(exact_key(d[1], lowercase, strip_punct), d[0]), (d[0], d[2], len(d[1])))
+            )
             | "GroupByHash" >> beam.GroupByKey()
             | "Survivor" >> beam.FlatMap(lambda kv: _group_decisions(kv[1]))
         )

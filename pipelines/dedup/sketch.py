@@ -30,7 +30,10 @@ class DocumentSketcher:
         c = self.cfg
         layouts = [shingle_layout(*segments(t), c.ngram, c.cjk_ngram) for t in texts]
         if self._key_from_body:
-            keys: list[bytes | None] = [key_of_normal_form(lay.body) for lay in layouts]
+            # an empty normal form (punctuation / emoji only) has no key: not a copy of anything
+            keys: list[bytes | None] = [
+                key_of_normal_form(lay.body) if lay.body.strip() else None for lay in layouts
+            ]
         elif c.exact:
             keys = [exact_key(t, c.exact_lowercase, c.exact_strip_punct) for t in texts]
         else:

@@ -257,6 +257,15 @@ def run(
     tok_file = tok_version.path / tok_manifest["path"]
     if storage.sha256_file(tok_file) != tok_manifest["sha256"]:
         raise ValueError(f"{tok_file}: sha256 differs from its manifest; re-materialize the tokenizer asset")
+    trained_on = tok_version.manifest().get("upstream", {}).get(source_stage)
+    if source_stage == tokenizer_stage.UPSTREAM and trained_on not in (None, upstream.name):
+        log.warning(
+            "the tokenizer was trained on %s %s but %s is now current: re-materialize the tokenizer "
+            "asset for a vocabulary fitted to the current corpus",
+            source_stage,
+            trained_on,
+            upstream.name,
+        )
     vocab = int(tok_manifest["vocab_size"])
     dtype = token_dtype(vocab)
     section = {"dataset": to_dict(cfg.dataset)}

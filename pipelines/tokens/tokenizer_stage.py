@@ -76,6 +76,15 @@ def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> TokenizerResult:
                 f"the tokenizer sample of {upstream.path} is empty ({sample.documents_seen} documents "
                 f"read, rate {sample.rate:.4g}); the upstream stage has no training-split text"
             )
+        if tok.get_vocab_size() < cfg.tokenizer.vocab_size:
+            log.warning(
+                "tokenizer vocabulary is %d, below the requested %d: the sample holds no more pairs "
+                "occurring %d+ times (a small corpus); the model uses %d",
+                tok.get_vocab_size(),
+                cfg.tokenizer.vocab_size,
+                cfg.tokenizer.min_frequency,
+                tok.get_vocab_size(),
+            )
         path = version.path / TOKENIZER_FILE
         storage.atomic_write_bytes(path, tok.to_str(pretty=True).encode("utf-8"))
         start = time.perf_counter()
@@ -85,6 +94,7 @@ def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> TokenizerResult:
                 "path": TOKENIZER_FILE,
                 "sha256": storage.sha256_file(path),
                 "vocab_size": tok.get_vocab_size(),
+                "requested_vocab_size": cfg.tokenizer.vocab_size,
                 "special_tokens": {tok_: i for i, tok_ in enumerate(SPECIAL_TOKENS)},
                 "eot_id": EOT_ID,
                 "pad_id": PAD_ID,

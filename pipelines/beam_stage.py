@@ -19,12 +19,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import storage
-from pipelines.config import CorpusforgeConfig, OutputConfig, RunnerConfig, fingerprint
+from pipelines.config import LOCAL_RUNNERS, CorpusforgeConfig, OutputConfig, RunnerConfig, fingerprint
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "corpusforge"
-LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"}
 
 
 def pipeline_options(runner: RunnerConfig, *, in_memory: bool = False) -> PipelineOptions:

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from pipelines.code_version import code_version
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message says what to fix."""
@@ -522,11 +524,8 @@ ISO639_2_TO_1 = {
     "ita": "it", "nld": "nl", "dut": "nl", "hin": "hi", "vie": "vi", "tha": "th", "tur": "tr",
 }  # fmt: skip
 PARQUET_CODECS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
-KNOWN_RUNNERS = {
-    "FnApiRunner",
-    "DirectRunner",
-    "BundleBasedDirectRunner",
-    "SwitchingDirectRunner",
+LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"})
+KNOWN_RUNNERS = LOCAL_RUNNERS | {
     "PrismRunner",
     "PortableRunner",
     "FlinkRunner",
@@ -637,8 +636,6 @@ def to_dict(obj: Any) -> Any:
 
 def fingerprint(*parts: Any) -> str:
     """Stable short hash of JSON-able parts (configs, upstream versions) and the code version."""
-    from pipelines.code_version import code_version
-
     blob = json.dumps([code_version(), *(to_dict(p) for p in parts)], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -35,8 +35,15 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines import storage
-from pipelines.beam_stage import LOCAL_RUNNERS, StageResult, counter, run_stage, shard_splits
-from pipelines.config import ConfigError, CorpusforgeConfig, DatasetConfig, fingerprint, to_dict
+from pipelines.beam_stage import StageResult, counter, run_stage, shard_splits
+from pipelines.config import (
+    LOCAL_RUNNERS,
+    ConfigError,
+    CorpusforgeConfig,
+    DatasetConfig,
+    fingerprint,
+    to_dict,
+)
 from pipelines.dedup.job import STAGE as DEDUP_STAGE
 from pipelines.tokens import tokenizer_stage
 from pipelines.tokens.bpe import EOT_ID, MASK_ID, PAD_ID, load_tokenizer, token_dtype

@@ -20,11 +20,13 @@ $(VENV)/.installed: pyproject.toml
 demo: setup  ## materialize the whole asset graph on the bundled sample corpus, then print a summary
 	$(BIN)/corpusforge run --config sample_data/demo.yaml
 
-test: setup  ## run the test suite
+test: lint  ## lint and type-check, then run the test suite
 	$(BIN)/python -m pytest -q
 
-lint: setup
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: setup  ## ruff (lint + format) on everything, mypy on pipelines/ and training/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy pipelines training
 
 dev: setup  ## open the Dagster UI on http://127.0.0.1:3000 (same demo settings as make demo)
 	$(BIN)/corpusforge home

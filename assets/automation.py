@@ -6,18 +6,9 @@ import os
 
 import dagster as dg
 
+from assets.graph import DATA_GROUPS, DATA_STAGES
 from assets.resources import CorpusforgeSettings
 from pipelines.ingest import InputError, list_inputs
-
-DATA_GROUPS = ("ingestion", "cleaning", "deduplication", "filtering", "tokenization")
-REUSE_ASSETS = (
-    "raw_documents",
-    "clean_documents",
-    "deduplicated_documents",
-    "filtered_documents",
-    "tokenizer",
-    "token_dataset",
-)
 
 full_job = dg.define_asset_job(
     "corpusforge_full",
@@ -45,7 +36,7 @@ def _snapshot(settings: CorpusforgeSettings) -> dict[str, int]:
     """{relative path: mtime_ns} of every input file (empty when the input path is missing)."""
     cfg = settings.load()
     try:
-        root, files = list_inputs(cfg.paths.input, cfg.ingest.glob)
+        root, files = list_inputs(cfg.paths.input, cfg.raw.glob)
     except InputError:
         return {}
     out = {}
@@ -95,7 +86,7 @@ def new_raw_files_sensor(
     if busy:  # the cursor stays: these files are picked up by the first tick after that run
         return dg.SkipReason(f"{len(fresh)} new file(s) wait for run {busy[0].dagster_run.run_id}")
     # Unchanged stages of the new run are re-used (same fingerprint), not recomputed.
-    run_config = {"ops": {name: {"config": {"reuse_existing": True}} for name in REUSE_ASSETS}}
+    run_config = {"ops": {name: {"config": {"reuse_existing": True}} for name in DATA_STAGES}}
     seen = json.loads(cursor)
     batch = hashlib.sha256(json.dumps([[p, seen[p]] for p in fresh]).encode()).hexdigest()[:16]
     request = dg.RunRequest(

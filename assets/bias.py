@@ -1,4 +1,4 @@
-"""Bias / toxicity assets: the filtered documents and the bias report (data card + filter disparity)."""
+"""Dagster metadata and checks of the bias stages: the filtered documents and the bias report."""
 
 import base64
 import io
@@ -7,22 +7,16 @@ from typing import Any
 
 import dagster as dg
 
-from assets.checks import stage_checks
-from assets.config import BiasAssetConfig, section_values
-from assets.reporting import bar_chart_md, stage_metadata
-from assets.resources import BeamRunner, CorpusforgeSettings
+from assets.reporting import bar_chart_md
 from pipelines import storage
-from pipelines.bias import job, report
+from pipelines.bias import report
 from pipelines.bias.disparity import ANY_AXIS, ANY_RULE
 from pipelines.bias.lexicon import AXES, NOUN_CLASSES, PRONOUN_CLASSES
 from pipelines.reports import markdown_table
+from pipelines.stage import StageResult
 
 DISPARITY_TABLE_ROWS = 60
 CHART_RULES = 4
-
-
-class BiasReportConfig(dg.Config):
-    reuse_existing: bool = False
 
 
 def _pct(value: float | None) -> str:
@@ -61,11 +55,12 @@ def grouped_bar_chart_md(title: str, groups: Mapping[str, Mapping[str, float]], 
 
 
 # --------------------------------------------------------------------------------------------------
-# filtered_documents
+# filtered
 
 
-def filter_metadata(manifest: Mapping[str, Any]) -> dict[str, Any]:
+def filter_metadata(result: StageResult) -> dict[str, Any]:
     """Toxicity score distribution, lines removed, flagged terms, CDA and balancing of the bias stage."""
+    manifest = result.manifest
     tox = manifest.get("toxicity", {})
     hist = {b["score"]: b["documents"] for b in tox.get("score_histogram", [])}
     meta: dict[str, Any] = {
@@ -104,41 +99,6 @@ def filter_metadata(manifest: Mapping[str, Any]) -> dict[str, Any]:
         )
         meta["max_realised_source_fraction"] = dg.MetadataValue.float(float(balance["max_realised_fraction"]))
     return meta
-
-
-@dg.asset(
-    deps=[dg.AssetKey("deduplicated_documents")],
-    group_name="filtering",
-    pool="beam",
-    description=(
-        "Beam job: lexical toxicity score per document (LDNOOBW en/zh/... with category weights and "
-        "allowlists; weighted flagged terms per 1,000 words, CJK characters counting as words). Policy "
-        "`document` drops documents above `doc_threshold`; `lines` also drops heavy lines. Records "
-        "`toxicity.*` and `identity.<axis>` signals, optionally adds gender-swapped (CDA) copies of "
-        "English documents and caps any source's share of characters by deterministic down-sampling. "
-        "Every removal is in the ledger with its reason. Config: `bias`."
-    ),
-)
-def filtered_documents(
-    context: dg.AssetExecutionContext,
-    config: BiasAssetConfig,
-    settings: CorpusforgeSettings,
-    beam: BeamRunner,
-) -> dg.MaterializeResult:
-    values, reuse = section_values(config)
-    cfg = settings.load("bias", values)
-    context.log.info(
-        f"running stage 'bias' with runner {beam.spec(cfg.runner).runner} on {cfg.paths.data_dir}"
-    )
-    result = job.run(cfg, beam.pipeline_options(cfg), reuse=reuse)
-    stats = result.manifest.get("stats", {})
-    context.log.info(
-        f"bias: {stats.get('documents_in')} in, {stats.get('documents_out')} out "
-        f"({stats.get('documents_added')} added), {stats.get('removed')} removed"
-    )
-    metadata = stage_metadata(result.version, result.manifest, reused=result.reused)
-    metadata.update(filter_metadata(result.manifest))
-    return dg.MaterializeResult(metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,8 +200,9 @@ def cooccurrence_table(cooc: Mapping[str, list[Mapping[str, Any]]]) -> str:
     return markdown_table(rows)
 
 
-def report_metadata(version: storage.StageVersion, rep: Mapping[str, Any], reused: bool) -> dict[str, Any]:
+def report_metadata(result: StageResult) -> dict[str, Any]:
     """The data card: representation before/after, co-occurrence, disparity table and chart, notes."""
+    rep = report.load_report(result.version)
     representation = rep.get("representation", {})
     rows = rep.get("disparity", {}).get("rows", [])
     meta: dict[str, Any] = {
@@ -253,9 +214,7 @@ def report_metadata(version: storage.StageVersion, rep: Mapping[str, Any], reuse
         "disparity_chart": dg.MetadataValue.md(disparity_chart(rows)),
         "disparity_stages": dg.MetadataValue.json(rep.get("disparity", {}).get("stages", {})),
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in rep.get("notes", [])) or "none"),
-        "path": dg.MetadataValue.path(str(version.path / report.REPORT_FILE)),
-        "version": dg.MetadataValue.text(version.name),
-        "reused_existing_output": dg.MetadataValue.bool(reused),
+        "path": dg.MetadataValue.path(str(result.version.path / report.REPORT_FILE)),
     }
     for label, r in representation.items():
         ratio = r["summary"].get("he_she_ratio")
@@ -265,57 +224,21 @@ def report_metadata(version: storage.StageVersion, rep: Mapping[str, Any], reuse
     return meta
 
 
-@dg.asset(
-    deps=[filtered_documents],
-    group_name="filtering",
-    pool="beam",
-    description=(
-        "Beam job over committed shards: a data card of the bias stage's input and output (pronoun and "
-        "gendered-noun counts, he/she ratio, documents per identity axis, identity terms co-occurring "
-        "with flagged terms in one line) and the filter disparity table: for the cleaning, dedup and "
-        "bias stages, per rule and identity axis, the removal rate of documents that mention the axis "
-        "against those that do not (ratio, two-proportion z; Dodge et al. 2021). This per-rule "
-        "disparity measurement is what no other curation tool makes: they filter without measuring "
-        "whom the filters remove."
-    ),
-)
-def bias_report(
-    context: dg.AssetExecutionContext,
-    config: BiasReportConfig,
-    settings: CorpusforgeSettings,
-    beam: BeamRunner,
-) -> dg.MaterializeResult:
-    cfg = settings.load()
-    result = report.run(cfg, beam.pipeline_options(cfg), reuse=config.reuse_existing)
-    rep = report.load_report(result.version)
-    for note in rep.get("notes", []):
-        context.log.info(f"bias report: {note}")
-    return dg.MaterializeResult(metadata=report_metadata(result.version, rep, result.reused))
-
-
-@dg.asset_check(
-    asset=bias_report,
-    name="report_complete",
-    description="report.json parses and measures the bias stage: representation before/after and its disparity.",
-)
-def report_complete(settings: CorpusforgeSettings) -> dg.AssetCheckResult:
-    version = storage.current_version(settings.load().paths.data_dir, report.STAGE, asset_hint="bias_report")
+def report_complete(stage: Any, version: storage.StageVersion) -> dg.AssetCheckResult:
+    """report.json parses and measures the bias stage: representation before/after and its disparity."""
     try:
         rep = report.load_report(version)
     except (storage.StageNotFoundError, ValueError) as exc:
         return dg.AssetCheckResult(passed=False, description=str(exc))
+    measured = stage.upstream[0]
     missing = [
         f"representation {lb}" for lb in ("before", "after") if lb not in rep.get("representation", {})
     ]
-    if job.STAGE not in rep.get("disparity", {}).get("stages", {}):
-        missing.append(f"disparity of {job.STAGE}")
+    if measured not in rep.get("disparity", {}).get("stages", {}):
+        missing.append(f"disparity of {measured}")
     return dg.AssetCheckResult(
         passed=not missing,
         severity=dg.AssetCheckSeverity.WARN,
         description="complete" if not missing else "missing: " + ", ".join(missing),
         metadata={"notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in rep.get("notes", [])) or "none")},
     )
-
-
-BIAS_ASSETS = [filtered_documents, bias_report]
-BIAS_CHECKS = [*stage_checks(filtered_documents, job.STAGE, job.UPSTREAM), report_complete]

@@ -1,66 +1,50 @@
-"""Asset checks shared by the curation stages: conservation and shard integrity (blocking)."""
+"""Asset check bodies by name: conservation and shard integrity of the curation stages, and the
+registry of every check a stage may declare (``Stage.checks`` in assets/graph.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 import pyarrow.parquet as pq
 
-from assets.resources import CorpusforgeSettings
 from pipelines import reports, schemas, storage
 
 
-def conservation_check(asset: Any, stage: str, upstream: str | None) -> dg.AssetChecksDefinition:
-    """Blocking check: every input document is kept or in the ledger (input + added = kept + removed)."""
-
-    @dg.asset_check(asset=asset, name="conservation", blocking=True, description=conservation_check.__doc__)
-    def _check(settings: CorpusforgeSettings) -> dg.AssetCheckResult:
-        data_dir = settings.load().paths.data_dir
-        version = storage.current_version(data_dir, stage)
-        up = None
-        if upstream is not None:
-            up_name = version.manifest()["upstream"][upstream]
-            up = storage.StageVersion(storage.stage_root(data_dir, upstream), up_name)
-        c = reports.conservation(version, up)
-        return dg.AssetCheckResult(
-            passed=bool(c["passed"]),
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={k: dg.MetadataValue.int(int(v)) for k, v in c.items() if k != "passed"},
-            description=f"in {c['documents_in']} + added {c['added']} vs kept {c['documents_out']} + removed {c['removed']}",
-        )
-
-    return _check
+def conservation(stage: Any, version: storage.StageVersion) -> dg.AssetCheckResult:
+    """Every input document is kept or in the ledger (input + added = kept + removed)."""
+    up = None
+    if stage.upstream:
+        up_stage = stage.upstream[0]
+        up = storage.StageVersion(version.root.parent / up_stage, version.manifest()["upstream"][up_stage])
+    c = reports.conservation(version, up)
+    return dg.AssetCheckResult(
+        passed=bool(c["passed"]),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={k: dg.MetadataValue.int(int(v)) for k, v in c.items() if k != "passed"},
+        description=f"in {c['documents_in']} + added {c['added']} vs kept {c['documents_out']} + removed {c['removed']}",
+    )
 
 
-def shards_check(
-    asset: Any, stage: str, kinds: tuple[str, ...] = ("documents", "ledger")
-) -> dg.AssetChecksDefinition:
-    """Blocking check: every shard exists, is non-empty, matches the schema and the manifest's row count."""
+def shards_valid(stage: Any, version: storage.StageVersion) -> dg.AssetCheckResult:
+    """Every shard exists, is non-empty, matches the schema and the manifest's row count."""
     expected = {"documents": schemas.DOCUMENTS, "ledger": schemas.LEDGER}
-
-    @dg.asset_check(asset=asset, name="shards_valid", blocking=True, description=shards_check.__doc__)
-    def _check(settings: CorpusforgeSettings) -> dg.AssetCheckResult:
-        version = storage.current_version(settings.load().paths.data_dir, stage)
-        manifest = version.manifest()
-        problems: list[str] = []
-        checked = 0
-        for kind in kinds:
-            for shard in (manifest.get(kind) or {}).get("shards", []):
-                path = version.dir(kind) / shard["path"]
-                checked += 1
-                problems += _shard_problems(path, shard, expected.get(kind))
-        return dg.AssetCheckResult(
-            passed=not problems,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "shards_checked": checked,
-                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
-            },
-        )
-
-    return _check
+    manifest = version.manifest()
+    problems: list[str] = []
+    checked = 0
+    for kind in ("documents", "ledger"):
+        for shard in (manifest.get(kind) or {}).get("shards", []):
+            checked += 1
+            problems += _shard_problems(version.dir(kind) / shard["path"], shard, expected.get(kind))
+    return dg.AssetCheckResult(
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "shards_checked": checked,
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none"),
+        },
+    )
 
 
 def _shard_problems(path: Any, shard: dict, schema: Any) -> list[str]:
@@ -83,5 +67,22 @@ def _shard_problems(path: Any, shard: dict, schema: Any) -> list[str]:
     return problems
 
 
-def stage_checks(asset: Any, stage: str, upstream: str | None) -> list[Callable]:
-    return [conservation_check(asset, stage, upstream), shards_check(asset, stage)]
+@dataclass(frozen=True)
+class Check:
+    """A named check body ``fn(stage, materialized version) -> AssetCheckResult``."""
+
+    fn: str  # "module:function"
+    blocking: bool = True
+
+
+# Every check a stage may list in assets/graph.py, by name.
+CHECKS: dict[str, Check] = {
+    "conservation": Check("assets.checks:conservation"),
+    "shards_valid": Check("assets.checks:shards_valid"),
+    "one_survivor_per_cluster": Check("assets.curation:one_survivor_per_cluster"),
+    "report_complete": Check("assets.bias:report_complete", blocking=False),
+    "tokenizer_valid": Check("assets.tokens:tokenizer_valid"),
+    "shards_match_manifest": Check("assets.tokens:shards_match_manifest"),
+    "splits_disjoint": Check("assets.tokens:splits_disjoint"),
+    "perplexity_is_finite": Check("assets.training:perplexity_is_finite", blocking=False),
+}

@@ -10,22 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from assets.graph import NAMES as STAGES
+from assets.graph import STAGE_BY_NAME
 from pipelines import storage
 from pipelines.config import ConfigError, describe, load_config
-
-STAGES = [
-    "raw",
-    "clean",
-    "dedup",
-    "filtered",
-    "bias_report",
-    "tokenizer",
-    "tokens",
-    "model",
-    "evaluation",
-    "ablation",
-]
-
+from training.flops import format_mfu
 
 # One run at a time: every corpusforge run writes the same data directory and each stage already
 # uses all cores (Beam workers, torch threads). Queued runs (sensor, schedule, UI) wait their turn.
@@ -87,8 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     known = {key.to_user_string() for a in assets for key in a.keys}
     if unknown := sorted(set(selection or []) - known):
         raise ConfigError(f"--select: unknown asset(s) {unknown}; choose from {', '.join(sorted(known))}")
-    if selection is None or "raw_documents" in selection:
-        list_inputs(cfg.paths.input, cfg.ingest.glob)  # a missing or empty input fails here, not in a step
+    first = [s.name for s in STAGE_BY_NAME.values() if not s.upstream]
+    if selection is None or set(first) & set(selection):
+        list_inputs(cfg.paths.input, cfg.raw.glob)  # a missing or empty input fails here, not in a step
     print(
         f"corpusforge: materializing {len(assets)} assets from {cfg.paths.input} into {cfg.paths.data_dir}",
         flush=True,
@@ -159,41 +149,42 @@ def _print_report(data_dir: str) -> None:
 
 
 def _stage_lines(stage: str, m: dict) -> list[str]:
-    """A few human-readable lines for the tokenizer, token, model and evaluation stages."""
-    if stage == "tokenizer":
+    """A few human-readable lines for stages that are not document stages, by what the manifest holds."""
+    if "tokenizer" in m and "sample" in m:
         t = m.get("tokenizer", {})
         held = (m.get("stats") or {}).get("heldout", {})
         per_lang = ", ".join(
             f"{k} {v['bytes_per_token']:.2f}" for k, v in held.items() if k != "all" and v.get("tokens")
         )
         return [f"vocabulary {t.get('vocab_size')}, held-out bytes/token: {per_lang or 'n/a'}"]
-    if stage == "tokens":
+    if "splits" in m and "seq_len" in m:
         sp = m.get("splits", {})
         return [
             f"{name}: {v.get('sequences')} sequences x {m.get('seq_len')} tokens, {v.get('tokens')} tokens, {v.get('documents')} documents"
             for name, v in sp.items()
         ] + [f"dtype {m.get('dtype')}, vocabulary {m.get('vocab_size')}"]
-    if stage == "model":
+    if "preset" in m.get("summary", {}):
         s = m.get("summary", {})
         return [
             f"{s.get('preset')} ({s.get('params')} parameters) on {s.get('device')}, {s.get('steps')} steps, {s.get('tokens_seen')} tokens",
             f"final train loss {s.get('final_train_loss'):.3f}, val loss {s.get('val_loss') or float('nan'):.3f}, "
-            f"val perplexity {s.get('val_ppl') or float('nan'):.1f}, {s.get('tokens_per_s') or 0:.0f} tokens/s, MFU {s.get('mfu')}",
+            f"val perplexity {s.get('val_ppl') or float('nan'):.1f}, {s.get('tokens_per_s') or 0:.0f} tokens/s"
+            + (f", MFU {format_mfu(s['mfu'])}" if s.get("mfu") is not None else ""),
         ]
-    if stage == "evaluation":
+    if "val_tokens" in m.get("summary", {}):
         s = m.get("summary", {})
         lines = [
             f"validation: loss {s.get('val_loss') or float('nan'):.3f}, perplexity {s.get('val_ppl') or float('nan'):.1f} over {s.get('val_tokens')} tokens"
         ]
         lines += [f"sample {x['prompt']!r} -> {x['top_k'][:60]!r}" for x in s.get("samples", [])[:2]]
         return lines
-    if stage == "ablation":
+    if "report" in m:
         return [
             f"{k}: {v['train_documents']} training documents, {v['tokens_seen']} tokens seen, "
             f"held-out perplexity {v['heldout_ppl'] or float('nan'):.1f}"
             for k, v in m.get("report", {}).items()
         ]
-    if stage == "bias_report":
+    if "report_file" in m:
         return ["representation and filter-disparity tables: see the bias_report asset in the Dagster UI"]
     return [json.dumps(m.get("stats") or m.get("summary") or {}, default=str)[:300]]
 
@@ -224,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--input", help="raw input file or directory (overrides paths.input)")
     run.add_argument("--data-dir", help="data directory (overrides paths.data_dir)")
     run.add_argument("--workers", type=int, help="Beam local workers (overrides runner.direct_num_workers)")
-    run.add_argument("--select", help="comma-separated asset selection, e.g. 'raw_documents,clean_documents'")
+    run.add_argument("--select", help="comma-separated asset selection, e.g. 'raw,clean'")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="print the latest report of every stage")
     rep.add_argument("--config", help="YAML/JSON config file")

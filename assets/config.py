@@ -26,7 +26,7 @@ def _field_type(tp: Any, default: Any) -> Any:
         if default:
             k, v = next(iter(default.items()))
             return dict[type(k), type(v)]  # type: ignore[misc]
-        return dict[str, float]
+        return dict[str, Any]
     return tp
 
 
@@ -53,7 +53,8 @@ def config_class(
     return model
 
 
-def _reuse_field() -> tuple[Any, Any]:
+def reuse_field() -> tuple[Any, Any]:
+    """The ``reuse_existing`` field every stage's form has."""
     return (
         bool,
         Field(
@@ -61,17 +62,6 @@ def _reuse_field() -> tuple[Any, Any]:
             description="Re-use a committed output with the same config and input instead of recomputing.",
         ),
     )
-
-
-IngestAssetConfig = config_class(pc.IngestConfig, "IngestAssetConfig", {"reuse_existing": _reuse_field()})
-CleanAssetConfig = config_class(pc.CleanConfig, "CleanAssetConfig", {"reuse_existing": _reuse_field()})
-DedupAssetConfig = config_class(pc.DedupConfig, "DedupAssetConfig", {"reuse_existing": _reuse_field()})
-BiasAssetConfig = config_class(pc.BiasConfig, "BiasAssetConfig", {"reuse_existing": _reuse_field()})
-TokenizerAssetConfig = config_class(
-    pc.TokenizerConfig, "TokenizerAssetConfig", {"reuse_existing": _reuse_field()}
-)
-DatasetAssetConfig = config_class(pc.DatasetConfig, "DatasetAssetConfig", {"reuse_existing": _reuse_field()})
-TrainAssetConfig = config_class(pc.TrainConfig, "TrainAssetConfig", {"reuse_existing": _reuse_field()})
 
 
 def _set_values(cfg: dg.Config) -> dict[str, Any]:

@@ -28,6 +28,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from assets.graph import run_stage
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MIN_DOC_BYTES, MAX_DOC_BYTES = 2048, 4096
 SHARD_BYTES = 8 * 1024 * 1024
@@ -184,7 +186,6 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pipelines import storage
     from pipelines.beam_stage import pipeline_options
-    from pipelines.bias import job
     from pipelines.config import RunnerConfig, load_config
 
     with tempfile.TemporaryDirectory(prefix="cf-biasbench-") as tmp:
@@ -194,14 +195,14 @@ def main() -> None:
         n_docs, n_bytes = write_upstream(data_dir, docs, int(args.mb * 1e6))
         prepare_s = time.perf_counter() - t0
         cfg = load_config(
-            overrides={"paths": {"data_dir": str(data_dir)}, "bias": {"toxicity_policy": args.policy}}
+            overrides={"paths": {"data_dir": str(data_dir)}, "filtered": {"toxicity_policy": args.policy}}
         )
         workers = 1 if args.mode == "in_memory" else args.workers
         runner = RunnerConfig(direct_running_mode=args.mode, direct_num_workers=workers)
         cpu0 = os.times()
         with TreeRss() as tree:
             t1 = time.perf_counter()
-            result = job.run(cfg, pipeline_options(runner))
+            result = run_stage("filtered", cfg, pipeline_options(runner))
             wall = time.perf_counter() - t1
         cpu1 = os.times()
         cpu = sum(

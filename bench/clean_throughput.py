@@ -14,14 +14,14 @@ throwaway data directory and prints ONE JSON line:
   peaks of each stage in ``memory_by_stage``;
 * ``kept_fraction``, ``removed_by_reason``, and ``by_lang`` (source language from the corpus, kept and
   removed counts, removal reasons);
-* ``per_doc_single_core`` (``--per-doc N``, after the run): CPU time of ``clean_document`` in one
+* ``per_doc_single_core`` (``--per-doc N``, after the run): CPU time of the cleaning engine in one
   process on the first N documents of each language (ms/doc, MB per CPU second), a figure that other
   load on the machine barely moves;
 * with ``--scan-mb N``: ``scan``, the same measurement on an N MB slice of the corpus (every file cut
   to the same share, run in a fresh process), to show peak memory does not grow with corpus size.
 
 ``--like-for-like`` turns off language id, PII redaction and mojibake repair (the parts datatrove's
-Gopher/C4/FineWeb pipeline does not have). ``--profile N`` instead runs ``clean.clean_document`` on N
+Gopher/C4/FineWeb pipeline does not have). ``--profile N`` instead runs the cleaning engine on N
 documents under cProfile and prints the top functions by cumulative time.
 
 The helpers above the ``pipelines`` imports (``TreeMemorySampler``, ``slice_corpus``...) use only the
@@ -45,6 +45,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from assets.graph import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -355,14 +357,13 @@ def by_language(raw: Any, clean: Any) -> dict[str, Any]:
 
 def measure(corpus: Path, workers: int, like_for_like: bool, data_dir: Path) -> dict[str, Any]:
     """Run ingest + clean once on ``corpus`` and return the result fields."""
-    from pipelines import clean, ingest
     from pipelines.beam_stage import pipeline_options
     from pipelines.config import load_config
 
     overrides: dict[str, Any] = {
         "paths": {"input": str(corpus), "data_dir": str(data_dir)},
         "runner": {"direct_num_workers": workers, "direct_running_mode": "multi_processing"},
-        "ingest": {"glob": "*.jsonl"},
+        "raw": {"glob": "*.jsonl"},
     }
     if like_for_like:
         overrides["clean"] = LIKE_FOR_LIKE
@@ -375,10 +376,10 @@ def measure(corpus: Path, workers: int, like_for_like: bool, data_dir: Path) -> 
     with TreeMemorySampler() as mem:
         t0 = time.perf_counter()
         with TreeMemorySampler() as mem_ingest:
-            raw = ingest.run(cfg, options)
+            raw = run_stage("raw", cfg, options)
         t1 = time.perf_counter()
         with TreeMemorySampler() as mem_clean:
-            cleaned = clean.run(cfg, options)
+            cleaned = run_stage("clean", cfg, options)
         t2 = time.perf_counter()
     stats = cleaned.manifest.get("stats", {})
     docs_in = stats.get("documents_in", 0)
@@ -416,11 +417,11 @@ def measure(corpus: Path, workers: int, like_for_like: bool, data_dir: Path) -> 
 
 
 def per_doc_cost(corpus: Path, n: int, like_for_like: bool) -> dict[str, Any]:
-    """CPU time of ``clean_document`` in this one process on the first ``n`` documents of each language.
+    """CPU time of the cleaning engine in this one process on the first ``n`` documents of each language.
 
     Independent of the runner and much less sensitive to other load on the machine than wall time.
     """
-    from pipelines.clean import clean_document
+    from pipelines.cleaning.engine import CleaningEngine
     from pipelines.config import load_config
     from pipelines.text.langid import LanguageIdentifier
 
@@ -433,20 +434,21 @@ def per_doc_cost(corpus: Path, n: int, like_for_like: bool) -> dict[str, Any]:
         docs = [
             {"id": r["id"], "text": r["text"], "source": "bench", "offset": i} for i, r in enumerate(records)
         ]
-        clean_document(docs[0], cfg, lid)  # warm-up: model load, regex compilation
+        engine = CleaningEngine(cfg, lid)
+        engine.clean(docs[0])  # warm-up: model load, regex compilation
         t0 = time.process_time()
-        kept = sum(clean_document(d, cfg, lid).document is not None for d in docs)
+        kept = sum(engine.clean(d).document is not None for d in docs)
         out[lang] = cost_summary(records, time.process_time() - t0, kept)
     return out
 
 
 def profile(corpus: Path, n: int, like_for_like: bool, top: int = 15) -> None:
-    """cProfile ``clean_document`` on the first ``n`` documents (taken round-robin over the files)."""
+    """cProfile the cleaning engine on the first ``n`` documents (taken round-robin over the files)."""
     import cProfile
     import io
     import pstats
 
-    from pipelines.clean import clean_document
+    from pipelines.cleaning.engine import CleaningEngine
     from pipelines.config import load_config
     from pipelines.text.langid import LanguageIdentifier
 
@@ -461,11 +463,12 @@ def profile(corpus: Path, n: int, like_for_like: bool, top: int = 15) -> None:
     lid = LanguageIdentifier(cfg.langid) if cfg.langid.enabled else None
     if lid is not None:
         lid.setup()
-    clean_document(docs[0], cfg, lid)  # warm caches (regex compilation, stop words)
+    engine = CleaningEngine(cfg, lid)
+    engine.clean(docs[0])  # warm caches (regex compilation, stop words)
     prof = cProfile.Profile()
     t0, c0 = time.perf_counter(), time.process_time()
     prof.enable()
-    kept = sum(clean_document(d, cfg, lid).document is not None for d in docs)
+    kept = sum(engine.clean(d).document is not None for d in docs)
     prof.disable()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     size = sum(len(d["text"].encode()) for d in docs) / 1e6
@@ -493,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--like-for-like", action="store_true", help="langid, PII and mojibake repair off")
     ap.add_argument("--scan-mb", type=float, default=0.0, help="also measure an N MB slice (fresh process)")
     ap.add_argument("--data-dir", type=Path, default=None, help="keep the stage outputs here")
-    ap.add_argument("--profile", type=int, default=0, help="cProfile clean_document on N documents")
+    ap.add_argument("--profile", type=int, default=0, help="cProfile the cleaning engine on N documents")
     ap.add_argument("--per-doc", type=int, default=1000, help="single-core cost on N documents per language")
     ap.add_argument("--only-per-doc", action="store_true", help="skip the pipeline run")
     args = ap.parse_args(argv)

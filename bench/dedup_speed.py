@@ -59,6 +59,8 @@ sys.path.insert(0, str(BENCH))  # bench/ is not a package
 import dedup_corpus  # noqa: E402
 from clean_throughput import TreeMemorySampler, log, machine_facts  # noqa: E402
 
+from assets.graph import run_stage  # noqa: E402
+
 TOOLS = ("ours", "datatrove-default", "datatrove-tuned", "datasketch")
 CORPUS_VERSION = 2  # bump when build_records changes, so a cached corpus is rebuilt
 SOURCE_OVERLAP = 0.2
@@ -275,7 +277,6 @@ def run_ours(work: Path, workers: int, *, in_memory: bool = False) -> dict[str, 
     from pipelines import storage
     from pipelines.beam_stage import pipeline_options
     from pipelines.config import load_config
-    from pipelines.dedup import job
 
     cfg = load_config(
         overrides={
@@ -287,7 +288,7 @@ def run_ours(work: Path, workers: int, *, in_memory: bool = False) -> dict[str, 
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     with TreeMemorySampler() as mem:
         t0 = time.perf_counter()
-        result = job.run(cfg, options)
+        result = run_stage("dedup", cfg, options)
         wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     parent_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from assets.graph import run_stage
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CORPUSFORGE_SHARED", REPO.parent / "shared")) / "data"
 sys.path.insert(0, str(REPO))
@@ -66,7 +68,7 @@ def base_documents(doc_chars: int = 3000) -> list[tuple[str, str, str]]:
 
 def build_corpus(data_dir: Path, target_bytes: int, shard_docs: int) -> dict:
     """Commit a ``filtered`` stage of at least ``target_bytes``: copy r rotates each doc's lines by r."""
-    from pipelines.tokens.corpus import make_document, write_documents_stage
+    from tests.corpus_fixtures import make_document, write_documents_stage
 
     base = base_documents()
     base_bytes = sum(len(t.encode()) for _, _, t in base)
@@ -100,7 +102,7 @@ def config(args: argparse.Namespace):
             "paths": {"data_dir": args.data_dir},
             "runner": {"direct_running_mode": "multi_processing", "direct_num_workers": args.workers},
             "tokenizer": {"vocab_size": args.vocab, "sample_bytes": int(args.sample_mb * 1e6)},
-            "dataset": {"seq_len": args.seq_len, "encode_batch": args.encode_batch},
+            "tokens": {"seq_len": args.seq_len, "encode_batch": args.encode_batch},
         }
     )
 
@@ -113,10 +115,10 @@ def sampled_texts(cfg) -> list[str]:
 
     up = storage.current_version(cfg.paths.data_dir, "filtered")
     rate = sample_rate(
-        up.manifest()["documents"]["bytes"], cfg.tokenizer.sample_bytes, cfg.dataset.val_fraction
+        up.manifest()["documents"]["bytes"], cfg.tokenizer.sample_bytes, cfg.tokens.val_fraction
     )
     sample = DocumentSample(
-        up.shard_paths(), cfg.tokenizer.seed, rate, cfg.dataset.val_fraction, cfg.tokenizer.sample_bytes
+        up.shard_paths(), cfg.tokenizer.seed, rate, cfg.tokens.val_fraction, cfg.tokenizer.sample_bytes
     )
     return [t for batch in sample.batches() for t in batch]
 
@@ -133,10 +135,8 @@ def all_texts(cfg) -> list[str]:
 def child(args: argparse.Namespace) -> dict:
     cfg = config(args)
     if args.child == "train-ours":
-        from pipelines.tokens import tokenizer_stage
-
         start = time.perf_counter()
-        result = tokenizer_stage.run(cfg)
+        result = run_stage("tokenizer", cfg)
         m = result.manifest
         return {
             "seconds": time.perf_counter() - start,
@@ -164,7 +164,7 @@ def child(args: argparse.Namespace) -> dict:
         tok = load_tokenizer(storage.current_version(cfg.paths.data_dir, "tokenizer").path / "tokenizer.json")
         texts = all_texts(cfg)
         nbytes = sum(len(t.encode()) for t in texts)
-        b = cfg.dataset.encode_batch
+        b = cfg.tokens.encode_batch
         start = time.perf_counter()
         tokens = 0
         for i in range(0, len(texts), b):
@@ -173,10 +173,9 @@ def child(args: argparse.Namespace) -> dict:
         return {"seconds": seconds, "mb": nbytes / 1e6, "mb_s": nbytes / 1e6 / seconds, "tokens": tokens}
     if args.child == "pack-ours":
         from pipelines.beam_stage import pipeline_options
-        from pipelines.tokens import dataset
 
         start = time.perf_counter()
-        result = dataset.run(cfg, pipeline_options(cfg.runner))
+        result = run_stage("tokens", cfg, pipeline_options(cfg.runner))
         seconds = time.perf_counter() - start
         splits = result.manifest["splits"]
         nbytes = sum(s["bytes"] for s in result.manifest["stats"].values())

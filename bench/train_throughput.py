@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import TrainConfig  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
 from training.data import TokenDataset, write_token_dataset  # noqa: E402
 from training.trainer import train  # noqa: E402
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -19,7 +18,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import storage
-from pipelines.config import LOCAL_RUNNERS, CorpusforgeConfig, OutputConfig, RunnerConfig, fingerprint
+from pipelines.config import LOCAL_RUNNERS, OutputConfig, RunnerConfig, fingerprint
+from pipelines.stage import StageJob, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class WriteShardsFn(beam.DoFn):
         self.directory = directory
         self.schema = schema
         self.output = output
+        # Ledger rows are labelled with the stage that writes them: <data_dir>/<stage>/<version>/ledger.
+        self.stage = storage.stage_of(directory) if "stage" in schema.names else ""
         self._writer: storage.ShardWriter | None = None
         self._next_index: dict[str, int] = {}
 
@@ -70,6 +72,8 @@ class WriteShardsFn(beam.DoFn):
                 compression=self.output.compression,
                 first_index=self._next_index.get(split, 0),
             )
+        if self.stage:
+            row = {**row, "stage": self.stage}
         self._writer.write(row)
 
     def _close(self) -> None:
@@ -115,14 +119,6 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOption
     return query_counters(result)
 
 
-@dataclass
-class StageResult:
-    version: storage.StageVersion
-    manifest: dict[str, Any]
-    counters: dict[str, int]
-    reused: bool = False
-
-
 def run_stage(
     *,
     stage: str,
@@ -138,73 +134,56 @@ def run_stage(
     | None = None,
     reuse: bool = False,
 ) -> StageResult:
-    """Run a stage's pipeline into a fresh version directory and commit it atomically.
+    """Run a stage's pipeline into a new version inside :func:`storage.transaction`.
 
-    ``finalize(version, counters, entries)`` may add entries (stats, reports) to the manifest. On any
-    error the partial version is deleted and the previous committed version stays current.
+    ``finalize(version, counters, entries)`` may add entries (stats, reports) to the manifest.
     """
-    if reuse and (found := storage.find_reusable(data_dir, stage, fp)):
-        storage.point_current(found)
-        return StageResult(found, found.manifest(), {}, reused=True)
-    version = storage.new_version(data_dir, stage, fp)
-    try:
+    with storage.transaction(data_dir, stage, fp, reuse=reuse, keep_versions=output.keep_versions) as tx:
+        if tx.reused is not None:
+            return StageResult(tx.reused, tx.manifest or {}, {}, reused=True)
+        version = tx.version
         counters = run_pipeline(lambda p: build(p, version), options)
         entries = {kind: storage.collect_shards(version.dir(kind)) for kind in kinds}
         extra = dict(finalize(version, counters, entries)) if finalize else {}
         extra.setdefault("counters", counters)
-        manifest = storage.commit(
-            version,
-            config=config,
-            upstream=upstream,
-            entries=entries,
-            extra=extra,
-            keep_versions=output.keep_versions,
-        )
-    except BaseException:
-        storage.discard(version)
-        raise
+        manifest = tx.commit(config=config, upstream=upstream, entries=entries, extra=extra)
     return StageResult(version, manifest, counters)
 
 
 def run_downstream_stage(
-    cfg: CorpusforgeConfig,
+    job: StageJob,
     *,
-    stage: str,
-    upstream_stage: str,
-    asset_hint: str,
     section: dict[str, Any],
     build: Callable[[beam.Pipeline, list[tuple[str, str]], storage.StageVersion], None],
     finalize: Callable[
         [storage.StageVersion, dict[str, int], dict[str, Any], dict[str, Any]], Mapping[str, Any]
     ],
-    options: PipelineOptions,
-    reuse: bool = False,
     kinds: tuple[str, ...] = ("documents", "ledger"),
     fingerprint_extra: tuple[Any, ...] = (),
     config_extra: Mapping[str, Any] | None = None,
 ) -> StageResult:
-    """``run_stage`` over the current version of ``upstream_stage``'s document shards.
+    """``run_stage`` over the document shards of the job's first upstream stage.
 
     ``build(pipeline, splits, version)`` gets the upstream ``(split, shard path)`` pairs;
     ``finalize(version, counters, entries, upstream_documents)`` also gets the upstream manifest's
     document entries (for conservation stats). The fingerprint covers ``section``, the upstream
     version and ``fingerprint_extra``.
     """
-    upstream = storage.current_version(cfg.paths.data_dir, upstream_stage, asset_hint=asset_hint)
+    upstream = job.upstream_version(0)
     splits = shard_splits(upstream)
     up_docs = upstream.manifest()["documents"]
     return run_stage(
-        stage=stage,
-        data_dir=cfg.paths.data_dir,
-        fp=fingerprint(stage, section, upstream.name, *fingerprint_extra),
+        stage=job.name,
+        data_dir=job.data_dir,
+        fp=fingerprint(job.name, section, upstream.name, *fingerprint_extra),
         config={**section, **(config_extra or {})},
-        upstream={upstream_stage: upstream.name},
-        output=cfg.output,
+        upstream={upstream.stage: upstream.name},
+        output=job.cfg.output,
         build=lambda p, v: build(p, splits, v),
-        options=options,
+        options=job.options,
         kinds=kinds,
         finalize=lambda v, counters, entries: finalize(v, counters, entries, up_docs),
-        reuse=reuse,
+        reuse=job.reuse,
     )
 
 
@@ -248,3 +227,53 @@ def build_document_stage(
     )
     outputs.ledger | "WriteLedger" >> beam.ParDo(WriteShardsFn(f"{out_dir}/ledger", schemas.LEDGER, output))
     return outputs
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics: a PCollection combined to one element, written by the pipeline, read by the driver
+
+STATS_DIR = "_stats"
+
+
+def stat_path(version_dir: str | os.PathLike, name: str) -> str:
+    """Where statistic ``name`` of a version lives: ``<version>/_stats/<name>.json``."""
+    return os.path.join(version_dir, STATS_DIR, f"{name}.json")
+
+
+def _write_stat(values: list[Any], path: str, name: str) -> None:
+    if len(values) > 1:
+        raise ValueError(f"statistic {name!r} has {len(values)} elements; combine it to one first")
+    if values:
+        storage.atomic_write_json(path, values[0])
+
+
+class WriteStat(beam.PTransform):
+    """Write a statistic, a PCollection combined to one element (``CombineGlobally`` and the like), as
+    ``<version>/_stats/<name>.json`` with an atomic write; the driver reads it with :func:`read_stat`.
+
+    This pair is the only way statistics leave a job: no ad-hoc files from workers, no counters. An
+    empty collection writes nothing; more than one element fails the pipeline.
+    """
+
+    def __init__(self, version_dir: str | os.PathLike, name: str) -> None:
+        super().__init__()
+        self._path = stat_path(version_dir, name)
+        self._name = name
+
+    def default_label(self) -> str:
+        return f"WriteStat[{self._name}]"
+
+    def expand(self, stat: beam.PCollection) -> beam.PCollection:
+        one = stat | "One" >> beam.combiners.ToList()
+        return one | "Write" >> beam.Map(_write_stat, self._path, self._name)
+
+
+def read_stat(version: storage.StageVersion, name: str, default: Any = None) -> Any:
+    """Statistic ``name`` that :class:`WriteStat` wrote into ``version``; ``default`` when there is none."""
+    import json
+
+    path = stat_path(version.path, name)
+    if not os.path.isfile(path):
+        return default
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

@@ -16,14 +16,14 @@ import os
 import re
 import types
 import typing
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipelines.code_version import code_version
+from training.config import MODEL_PRESETS as MODEL_PRESETS
+from training.config import TrainConfig, read_mapping_file, train_problems
 
 
 class ConfigError(ValueError):
@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 
 def _f(default: Any, doc: str, **kw: Any) -> Any:
     if isinstance(default, list | dict | tuple):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **kw})
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **kw})  # type: ignore[misc]
     return field(default=default, metadata={"doc": doc, **kw})
 
 
@@ -190,6 +190,10 @@ class PiiConfig:
     )
 
 
+CLEAN_RULES = ("normalize", "langid", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii")
+"""Built-in cleaning rules (each configured by the ``clean`` section of the same name), in default order."""
+
+
 @dataclass(frozen=True)
 class CleanConfig:
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
@@ -200,6 +204,14 @@ class CleanConfig:
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
     annotate_only: bool = _f(False, "Compute every signal and reason but keep all documents.")
+    rules: list = _f(
+        list(CLEAN_RULES), "Rules in the order they run: built-in rule names and names declared in plugins."
+    )
+    plugins: dict = _f(
+        {},
+        "User rules: name -> {class: 'package.module:Class', settings: {...}} (keyword arguments of the "
+        "class); a plug-in runs where its name appears in rules.",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,39 +307,7 @@ class DatasetConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# training
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    preset: str = _f("tiny", "Model size preset: tiny, small, 124m.")
-    objective: str = _f("clm", "clm (causal LM) or mlm (masked LM).")
-    max_steps: int = _f(200, "Optimizer steps.")
-    batch_size: int = _f(8, "Sequences per micro-batch per rank.")
-    grad_accum: int = _f(1, "Micro-batches per optimizer step.")
-    lr: float = _f(3e-3, "Peak learning rate.")
-    min_lr_ratio: float = _f(0.1, "Final learning rate as a fraction of the peak.")
-    warmup_steps: int = _f(20, "Linear warmup steps.")
-    weight_decay: float = _f(0.1, "AdamW weight decay.")
-    grad_clip: float = _f(1.0, "Gradient-norm clip (0 = off).")
-    eval_every: int = _f(50, "Evaluate validation loss every this many steps.")
-    eval_batches: int = _f(20, "Validation batches per evaluation (0 = whole split).")
-    checkpoint_every: int = _f(100, "Checkpoint every this many steps.")
-    device: str = _f("auto", "auto, cpu or cuda.")
-    compile: bool = _f(False, "torch.compile the model (CUDA only).")
-    seed: int = _f(1, "Seed of initialisation, data order and sampling.")
-    seq_len: int = _f(
-        0,
-        "Training context; 0 uses the dataset's seq_len. A divisor of it cuts each window into "
-        "dataset seq_len / seq_len sequences (a micro-batch then holds that many times batch_size).",
-    )
-    precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.")
-    mlm_prob: float = _f(0.15, "mlm: fraction of non-special tokens selected for prediction (80/10/10 rule).")
-    log_every: int = _f(10, "Log a training line every this many steps.")
-    num_workers: int = _f(0, "DataLoader worker processes per rank reading token shards (0 = in process).")
-    resume: bool = _f(True, "Continue from out_dir's latest checkpoint when there is one.")
-    nproc_per_node: int = _f(1, "Training processes on this machine; > 1 launches torchrun (one per GPU).")
-    keep_checkpoints: int = _f(3, "Checkpoints kept on disk (0 = keep all).")
+# training: TrainConfig, MODEL_PRESETS and train_problems live in training/config.py (torch-free)
 
 
 @dataclass(frozen=True)
@@ -335,13 +315,13 @@ class CorpusforgeConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    ingest: IngestConfig = field(default_factory=IngestConfig)
+    raw: IngestConfig = field(default_factory=IngestConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
-    bias: BiasConfig = field(default_factory=BiasConfig)
+    filtered: BiasConfig = field(default_factory=BiasConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    tokens: DatasetConfig = field(default_factory=DatasetConfig)
+    model: TrainConfig = field(default_factory=TrainConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -396,9 +376,9 @@ def _build(cls: type, data: Mapping[str, Any] | None, prefix: str) -> Any:
     for f in dataclasses.fields(cls):
         if f.name not in data:
             continue
-        tp = hints[f.name]
+        tp: Any = hints[f.name]
         key = prefix + f.name
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if not isinstance(data[f.name], Mapping):
                 raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields")
             kwargs[f.name] = _build(tp, data[f.name], key + ".")
@@ -425,10 +405,10 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     need(r.direct_num_workers >= 0, "runner.direct_num_workers must be >= 0")
     need(cfg.output.max_shard_bytes >= 1024, "output.max_shard_bytes must be at least 1024")
     need(cfg.output.row_group_rows >= 1, "output.row_group_rows must be >= 1")
-    bad = sorted(set(cfg.ingest.formats) - {"jsonl", "txt", "parquet"})
-    need(not bad, f"ingest.formats: unknown format(s) {bad}; use jsonl, txt, parquet")
-    need(cfg.ingest.max_record_bytes > 0, "ingest.max_record_bytes must be > 0")
-    need(cfg.ingest.split_bytes >= 1024, "ingest.split_bytes must be at least 1024")
+    bad = sorted(set(cfg.raw.formats) - {"jsonl", "txt", "parquet"})
+    need(not bad, f"raw.formats: unknown format(s) {bad}; use jsonl, txt, parquet")
+    need(cfg.raw.max_record_bytes > 0, "raw.max_record_bytes must be > 0")
+    need(cfg.raw.split_bytes >= 1024, "raw.split_bytes must be at least 1024")
     lid = cfg.clean.langid
     for name, value in [("default_threshold", lid.default_threshold), *lid.thresholds.items()]:
         need(0.0 <= float(value) <= 1.0, f"clean.langid.thresholds: {name}={value} must be within [0, 1]")
@@ -451,17 +431,17 @@ def _validate(cfg: CorpusforgeConfig) -> None:
         d.shingle_hash in ("poly", "sha1"), f"dedup.shingle_hash must be poly or sha1, not {d.shingle_hash!r}"
     )
     need(
-        cfg.bias.toxicity_policy in ("document", "lines"),
-        "bias.toxicity_policy must be 'document' or 'lines'",
+        cfg.filtered.toxicity_policy in ("document", "lines"),
+        "filtered.toxicity_policy must be 'document' or 'lines'",
     )
-    need(0.0 <= cfg.bias.cda_fraction <= 1.0, "bias.cda_fraction must be within [0, 1]")
-    need(0.0 < cfg.bias.max_source_fraction <= 1.0, "bias.max_source_fraction must be within (0, 1]")
+    need(0.0 <= cfg.filtered.cda_fraction <= 1.0, "filtered.cda_fraction must be within [0, 1]")
+    need(0.0 < cfg.filtered.max_source_fraction <= 1.0, "filtered.max_source_fraction must be within (0, 1]")
     need(
         cfg.tokenizer.vocab_size >= 300, "tokenizer.vocab_size must be >= 300 (256 bytes + specials + merges)"
     )
-    need(cfg.dataset.seq_len >= 8, "dataset.seq_len must be >= 8")
-    need(0.0 <= cfg.dataset.val_fraction < 1.0, "dataset.val_fraction must be within [0, 1)")
-    need(cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda")
+    need(cfg.tokens.seq_len >= 8, "tokens.seq_len must be >= 8")
+    need(0.0 <= cfg.tokens.val_fraction < 1.0, "tokens.val_fraction must be within [0, 1)")
+    need(cfg.model.device in ("auto", "cpu", "cuda"), "model.device must be auto, cpu or cuda")
     need(cfg.output.keep_versions >= 1, "output.keep_versions must be >= 1")
     need(
         cfg.output.compression in PARQUET_CODECS,
@@ -472,9 +452,9 @@ def _validate(cfg: CorpusforgeConfig) -> None:
         f"runner.runner {r.runner!r} is not a Beam runner; use one of {', '.join(sorted(KNOWN_RUNNERS))} "
         "or a fully qualified runner class",
     )
-    need(bool(cfg.ingest.glob), "ingest.glob must not be empty (use '**/*' for every file)")
-    need(bool(cfg.ingest.text_field), "ingest.text_field must not be empty")
-    need(cfg.ingest.min_text_chars >= 0, "ingest.min_text_chars must be >= 0")
+    need(bool(cfg.raw.glob), "raw.glob must not be empty (use '**/*' for every file)")
+    need(bool(cfg.raw.text_field), "raw.text_field must not be empty")
+    need(cfg.raw.min_text_chars >= 0, "raw.min_text_chars must be >= 0")
     bad = [x for x in lid.languages if not (isinstance(x, str) and re.fullmatch(r"[a-z]{2,3}", x))]
     need(not bad, f"clean.langid.languages: {bad} are not ISO 639 codes such as 'en' or 'zh'")
     three = {x: ISO639_2_TO_1[x] for x in lid.languages if x in ISO639_2_TO_1}
@@ -495,26 +475,30 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     for key, value in _leaves(cfg.clean, "clean."):
         if key.endswith("_frac") and isinstance(value, float):
             need(0.0 <= value <= 1.0, f"{key} must be within [0, 1], not {value}")
+    from pipelines.cleaning.plugins import rule_problems  # imports the plug-in classes it names
+
+    problems = rule_problems(cfg.clean)
+    need(not problems, "; ".join(problems))
     need(
         d.fp_weight >= 0 and d.fn_weight >= 0 and d.fp_weight + d.fn_weight > 0,
         "dedup.fp_weight and dedup.fn_weight must be >= 0 and not both 0",
     )
     need(
-        cfg.bias.doc_threshold > 0 and cfg.bias.line_threshold > 0,
-        "bias.doc_threshold and bias.line_threshold must be > 0",
+        cfg.filtered.doc_threshold > 0 and cfg.filtered.line_threshold > 0,
+        "filtered.doc_threshold and filtered.line_threshold must be > 0",
     )
-    need(cfg.bias.doc_min_weighted >= 0, "bias.doc_min_weighted must be >= 0")
+    need(cfg.filtered.doc_min_weighted >= 0, "filtered.doc_min_weighted must be >= 0")
     need(cfg.tokenizer.min_frequency >= 1, "tokenizer.min_frequency must be >= 1")
     need(cfg.tokenizer.sample_bytes >= 1024, "tokenizer.sample_bytes must be at least 1024")
-    need(cfg.dataset.sequences_per_shard >= 1, "dataset.sequences_per_shard must be >= 1")
-    need(cfg.dataset.encode_batch >= 1, "dataset.encode_batch must be >= 1")
-    ts, ds = cfg.train.seq_len, cfg.dataset.seq_len
+    need(cfg.tokens.sequences_per_shard >= 1, "tokens.sequences_per_shard must be >= 1")
+    need(cfg.tokens.encode_batch >= 1, "tokens.encode_batch must be >= 1")
+    ts, ds = cfg.model.seq_len, cfg.tokens.seq_len
     need(
         ts == 0 or (ts <= ds and ds % ts == 0),
-        f"train.seq_len={ts} must be 0 or divide dataset.seq_len={ds}, so every token is trained on",
+        f"model.seq_len={ts} must be 0 or divide tokens.seq_len={ds}, so every token is trained on",
     )
-    problems = train_problems(cfg.train)
-    need(not problems, "; ".join(f"train.{p}" for p in problems))
+    problems = train_problems(cfg.model)
+    need(not problems, "; ".join(f"model.{p}" for p in problems))
 
 
 # Three-letter ISO 639-2/3 codes of languages that fastText lid.176 reports with two letters.
@@ -532,41 +516,6 @@ KNOWN_RUNNERS = LOCAL_RUNNERS | {
     "SparkRunner",
     "DataflowRunner",
 }
-MODEL_PRESETS = ("tiny", "small", "124m")  # training.model.PRESETS (kept torch-free here)
-
-
-def train_problems(t: TrainConfig) -> list[str]:
-    """Everything wrong with a training config, as ``field must ...`` phrases (empty when valid)."""
-    problems = []
-    if t.objective not in ("clm", "mlm"):
-        problems.append(f"objective must be clm or mlm, not {t.objective!r}")
-    if t.precision not in ("auto", "bf16", "fp32"):
-        problems.append(f"precision must be auto, bf16 or fp32, not {t.precision!r}")
-    if t.preset not in MODEL_PRESETS:
-        problems.append(f"preset must be one of {', '.join(MODEL_PRESETS)}, not {t.preset!r}")
-    for name in ("max_steps", "batch_size", "grad_accum", "log_every", "nproc_per_node"):
-        if getattr(t, name) < 1:
-            problems.append(f"{name} must be >= 1")
-    for name in (
-        "warmup_steps",
-        "eval_every",
-        "eval_batches",
-        "checkpoint_every",
-        "num_workers",
-        "seq_len",
-        "keep_checkpoints",
-    ):
-        if getattr(t, name) < 0:
-            problems.append(f"{name} must be >= 0")
-    if not t.lr > 0:
-        problems.append("lr must be > 0")
-    if t.weight_decay < 0 or t.grad_clip < 0:
-        problems.append("weight_decay and grad_clip must be >= 0")
-    if not 0.0 <= t.min_lr_ratio <= 1.0:
-        problems.append("min_lr_ratio must be within [0, 1]")
-    if not 0.0 < t.mlm_prob < 1.0:
-        problems.append("mlm_prob must be within (0, 1)")
-    return problems
 
 
 def _leaves(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -590,18 +539,24 @@ def _deep_merge(base: dict, extra: Mapping[str, Any]) -> dict:
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a YAML or JSON config file into a dict; fails with a message naming the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist; pass an existing YAML/JSON file")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML/JSON: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
-    return dict(data)
+    return read_mapping_file(path, ConfigError)
+
+
+# Section names before every stage had one name (section = asset key = data directory).
+LEGACY_SECTIONS = {"ingest": "raw", "bias": "filtered", "dataset": "tokens", "train": "model"}
+
+
+def _legacy_sections(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Accept the old section names, warning once per name; both old and new for one section fail."""
+    out = dict(data)
+    for old, new in LEGACY_SECTIONS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ConfigError(f"{where}: sections {old!r} and {new!r} are the same stage; keep only {new!r}")
+        warnings.warn(f"{where}: config section {old!r} is now called {new!r}", FutureWarning, stacklevel=3)
+        out[new] = out.pop(old)
+    return out
 
 
 def load_config(
@@ -610,17 +565,12 @@ def load_config(
     """Defaults, then the file at ``path`` (YAML or JSON), then ``overrides``; validated."""
     data: dict[str, Any] = {}
     if path:
-        data = read_config_file(path)
+        data = _legacy_sections(read_config_file(path), str(path))
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = _deep_merge(data, _legacy_sections(overrides, "overrides"))
     cfg = _build(CorpusforgeConfig, data, "")
     _validate(cfg)
     return cfg
-
-
-def replace_section(cfg: CorpusforgeConfig, section: str, values: Mapping[str, Any]) -> CorpusforgeConfig:
-    """A copy of ``cfg`` whose ``section`` is overridden by ``values`` (validated)."""
-    return load_config(overrides=_deep_merge(to_dict(cfg), {section: dict(values)}))
 
 
 def to_dict(obj: Any) -> Any:
@@ -646,8 +596,8 @@ def describe(cls: type = CorpusforgeConfig, prefix: str = "") -> list[tuple[str,
     hints = typing.get_type_hints(cls)
     inst = cls()
     for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        tp: Any = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             rows.extend(describe(tp, prefix + f.name + "."))
         else:
             rows.append((prefix + f.name, to_dict(getattr(inst, f.name)), f.metadata.get("doc", "")))

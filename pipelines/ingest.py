@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 from pipelines import schemas
 from pipelines.beam_stage import WriteShardsFn, counter, run_stage
 from pipelines.config import CorpusforgeConfig, IngestConfig, fingerprint, to_dict
+from pipelines.stage import StageJob, StageResult
 
-STAGE = "raw"
 JSONL_EXT = {".jsonl", ".json", ".ndjson"}
 TXT_EXT = {".txt", ".text", ".md"}
 PARQUET_EXT = {".parquet"}
@@ -149,7 +149,6 @@ def _quarantine(
 ) -> dict:
     text = raw if isinstance(raw, str) else raw[: schemas.SAMPLE_CHARS * 4].decode("utf-8", "replace")
     return schemas.ledger_row(
-        stage=STAGE,
         reason=reason,
         source=split.source,
         offset=offset,
@@ -254,8 +253,8 @@ def _jsonl_records(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]
             if not line.strip():
                 continue  # blank separator lines are not records
             text, bad = _decode(split, line, offset)
-            if bad:
-                yield "ledger", bad
+            if bad or text is None:
+                yield "ledger", bad or {}
                 continue
             try:
                 record = json.loads(text)
@@ -385,8 +384,8 @@ def _txt_piece(split: Split, offset: int, raw: bytes, cfg: IngestConfig) -> Iter
         )
         return
     text, bad = _decode(split, raw, offset)
-    if bad:
-        yield "ledger", bad
+    if bad or text is None:
+        yield "ledger", bad or {}
         return
     yield _make_document(split, offset, text, {}, cfg)
 
@@ -499,7 +498,7 @@ def build_ingest(pipeline: beam.Pipeline, splits: list[Split], cfg: CorpusforgeC
         pipeline
         | "Splits" >> beam.Create(splits)
         | "Distribute" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(ReadSplitFn(cfg.ingest)).with_outputs("documents", "ledger")
+        | "Read" >> beam.ParDo(ReadSplitFn(cfg.raw)).with_outputs("documents", "ledger")
     )
     outputs.documents | "WriteDocuments" >> beam.ParDo(
         WriteShardsFn(f"{out_dir}/documents", schemas.DOCUMENTS, cfg.output)
@@ -530,23 +529,23 @@ def _finalize(counters: dict[str, int], entries: dict[str, Any], n_splits: int) 
     return {"stats": stage_stats(entries, None, read), "records_read": read, "splits": n_splits}
 
 
-def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> Any:
-    """Run ingestion over ``cfg.paths.input`` and commit the ``raw`` stage."""
-
+def run(job: StageJob) -> StageResult:
+    """Read ``paths.input`` into a new version of the job's stage (the first stage: no upstream)."""
+    cfg = job.cfg
     splits = plan_splits(
-        cfg.paths.input, cfg.ingest, exclude=(cfg.paths.data_dir, os.environ.get("DAGSTER_HOME", ""))
+        cfg.paths.input, cfg.raw, exclude=(cfg.paths.data_dir, os.environ.get("DAGSTER_HOME", ""))
     )
-    section = {"paths": to_dict(cfg.paths), "ingest": to_dict(cfg.ingest)}
-    fp = fingerprint(STAGE, section, input_fingerprint(splits))
+    section = {"paths": to_dict(cfg.paths), job.name: to_dict(cfg.raw)}
+    fp = fingerprint(job.name, section, input_fingerprint(splits))
     return run_stage(
-        stage=STAGE,
+        stage=job.name,
         data_dir=cfg.paths.data_dir,
         fp=fp,
         config=section,
         upstream={"input": str(Path(cfg.paths.input).resolve())},
         output=cfg.output,
         build=lambda p, v: build_ingest(p, splits, cfg, str(v.path)),
-        options=options,
+        options=job.options,
         finalize=lambda v, counters, entries: _finalize(counters, entries, len(splits)),
-        reuse=reuse,
+        reuse=job.reuse,
     )

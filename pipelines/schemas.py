@@ -7,7 +7,8 @@ Every stage reads and writes these schemas only:
   input record in ``meta`` (JSON text), and markers such as ``cda:gender-swap`` in ``tags``.
 * ``LEDGER`` — one row per document removed or quarantined by a stage, with a reason code.
 * ``CLUSTERS`` — the deduplication cluster table.
-* ``token_schema(dtype)`` — packed training windows (Arrow IPC, memory-mappable).
+* ``token_schema(dtype, window)`` — packed training windows (Arrow IPC, memory-mappable); defined with
+  the rest of the token format in ``training/token_format.py``.
 * ``DOC_INDEX`` — maps each packed sequence back to the documents it holds.
 """
 
@@ -17,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
+
+from training.token_format import token_schema as token_schema  # the token format's own module
 
 DOCUMENTS = pa.schema(
     [
@@ -73,18 +76,8 @@ DOC_INDEX = pa.schema(
 SAMPLE_CHARS = 300
 
 
-def token_schema(dtype: str, window: int) -> pa.Schema:
-    """Schema of a packed token shard: one ``window``-long list of ``dtype`` ids per row."""
-    value_type = {"uint16": pa.uint16(), "uint32": pa.uint32()}[dtype]
-    return pa.schema(
-        [pa.field("tokens", pa.list_(value_type, window), nullable=False)],
-        metadata={"corpusforge.schema": "tokens/1", "dtype": dtype, "window": str(window)},
-    )
-
-
 def ledger_row(
     *,
-    stage: str,
     reason: str,
     source: str,
     offset: int,
@@ -92,8 +85,9 @@ def ledger_row(
     detail: str = "",
     text: str = "",
     nbytes: int | None = None,
+    stage: str = "",
 ) -> dict[str, Any]:
-    """Build one ledger row; ``sample`` is the start of ``text``."""
+    """Build one ledger row; ``sample`` is the start of ``text``. The ledger writer sets ``stage``."""
     return {
         "doc_id": doc_id,
         "stage": stage,
@@ -106,12 +100,9 @@ def ledger_row(
     }
 
 
-def removal_from_document(
-    doc: Mapping[str, Any], stage: str, reason: str, detail: str = ""
-) -> dict[str, Any]:
-    """Ledger row for a document that ``stage`` removes."""
+def removal_from_document(doc: Mapping[str, Any], reason: str, detail: str = "") -> dict[str, Any]:
+    """Ledger row for a document that a stage removes."""
     return ledger_row(
-        stage=stage,
         reason=reason,
         source=doc["source"],
         offset=doc["offset"],

@@ -16,6 +16,7 @@ Version names start with the fingerprint of (stage, config, upstream versions, c
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -216,20 +217,22 @@ class StageVersion:
         return [self.path / kind / s["path"] for s in entry["shards"]]
 
 
+def stage_of(directory: str | os.PathLike) -> str:
+    """The stage a ``<data_dir>/<stage>/<version>/<kind>`` directory belongs to."""
+    return Path(directory).parent.parent.name
+
+
 def stage_root(data_dir: str | os.PathLike, stage: str) -> Path:
     return Path(data_dir) / stage
 
 
-def current_version(
-    data_dir: str | os.PathLike, stage: str, *, asset_hint: str | None = None
-) -> StageVersion:
+def current_version(data_dir: str | os.PathLike, stage: str) -> StageVersion:
     """The committed version of ``stage``; raises ``StageNotFoundError`` saying what to materialize."""
     root = stage_root(data_dir, stage)
     pointer = root / CURRENT
     if not pointer.is_file():
-        hint = asset_hint or stage
         raise StageNotFoundError(
-            f"no committed output for stage {stage!r} under {root}; materialize the {hint!r} asset first"
+            f"no committed output for stage {stage!r} under {root}; materialize the {stage!r} asset first"
         )
     name = pointer.read_text().strip()
     version = StageVersion(root, name)
@@ -342,6 +345,80 @@ def discard(version: StageVersion) -> None:
     shutil.rmtree(version.path, ignore_errors=True)
 
 
+class Transaction:
+    """One attempt at a new version of a stage; see :func:`transaction`."""
+
+    def __init__(self, data_dir: str | os.PathLike, stage: str, fp: str, keep_versions: int) -> None:
+        self.data_dir, self.stage, self.fp, self.keep_versions = data_dir, stage, fp, keep_versions
+        self.reused: StageVersion | None = None
+        self._version: StageVersion | None = None
+        self.manifest: dict[str, Any] | None = None
+
+    @property
+    def version(self) -> StageVersion:
+        """The new, uncommitted version directory (created on first use)."""
+        if self.reused is not None:
+            raise RuntimeError(f"stage {self.stage!r} re-uses {self.reused.name}; it writes no new version")
+        if self._version is None:
+            self._version = new_version(self.data_dir, self.stage, self.fp)
+        return self._version
+
+    def adopt(self, directory: str | os.PathLike) -> StageVersion:
+        """Make a finished work directory (e.g. a resumable training run) the new version's content."""
+        version = self.version
+        version.path.rmdir()
+        os.replace(directory, version.path)
+        return version
+
+    def commit(
+        self,
+        *,
+        config: Any,
+        upstream: Mapping[str, str],
+        entries: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write manifest and ``_SUCCESS``, point ``CURRENT`` at the version, prune old versions."""
+        if self.manifest is not None:
+            raise RuntimeError(f"version {self.version.name} of {self.stage!r} is already committed")
+        self.manifest = commit(
+            self.version,
+            config=config,
+            upstream=upstream,
+            entries=entries or {},
+            extra=extra,
+            keep_versions=self.keep_versions,
+        )
+        return self.manifest
+
+
+@contextlib.contextmanager
+def transaction(
+    data_dir: str | os.PathLike, stage: str, fp: str, *, reuse: bool = False, keep_versions: int = 2
+) -> Iterator[Transaction]:
+    """The only way a stage creates, commits or discards a version.
+
+    ``reuse`` and a complete version with fingerprint ``fp`` exist: ``tx.reused`` is that version,
+    ``CURRENT`` points at it, and the body must not write. Otherwise the body writes into
+    ``tx.version`` and calls ``tx.commit(...)``; on any exception, or when the body returns
+    without committing, the partial version is deleted and the previous one stays current.
+    """
+    tx = Transaction(data_dir, stage, fp, keep_versions)
+    if reuse and (found := find_reusable(data_dir, stage, fp)):
+        point_current(found)
+        tx.reused, tx.manifest = found, found.manifest()
+        yield tx
+        return
+    try:
+        yield tx
+        if tx.manifest is None:
+            raise RuntimeError(f"stage {stage!r} finished without committing its version")
+    except BaseException:
+        if tx._version is not None and tx.manifest is None:
+            discard(tx._version)
+        raise
+
+
 # --------------------------------------------------------------------------------------------------
 # reading
 
@@ -360,13 +437,3 @@ def iter_stage_rows(
 ) -> Iterator[dict]:
     for path in version.shard_paths(kind):
         yield from iter_rows(path, columns=columns)
-
-
-def read_column_counts(version: StageVersion, kind: str, column: str) -> Counter:
-    """Count the values of one column across a stage's shards, streaming."""
-    counts: Counter = Counter()
-    for path in version.shard_paths(kind):
-        pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(columns=[column]):
-            counts.update(batch.column(0).to_pylist())
-    return counts

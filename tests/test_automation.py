@@ -43,7 +43,7 @@ def test_new_files_start_one_run_per_batch_and_never_repeat(tmp_path):
     third, _ = _evaluate(settings, cursor)
     assert len(third.run_requests) == 1 and third.run_requests[0].tags["corpusforge/new_files"] == "2"
     assert third.run_requests[0].run_key != request.run_key
-    assert third.run_requests[0].run_config["ops"]["raw_documents"]["config"]["reuse_existing"]
+    assert third.run_requests[0].run_config["ops"]["raw"]["config"]["reuse_existing"]
 
 
 def test_new_files_wait_while_a_run_is_in_progress(tmp_path):

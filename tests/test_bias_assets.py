@@ -1,4 +1,4 @@
-"""Dagster: materialize filtered_documents + bias_report and their checks on a hand-made dedup stage."""
+"""Dagster: materialize filtered + bias_report and their checks on a hand-made dedup stage."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.bias import BIAS_ASSETS, BIAS_CHECKS, disparity_chart, disparity_table
+from assets.bias import disparity_chart, disparity_table
 from assets.resources import BeamRunner, CorpusforgeSettings
+from assets.stage_assets import stage_defs
 from pipelines import storage
 from pipelines.bias.toxicity import REASON_DOCUMENT
 from tests.test_bias_stage import CORPUS, commit_stage, make_doc
@@ -24,11 +25,9 @@ def test_materialize_filtered_documents_and_bias_report_with_checks(tmp_path):
     data = tmp_path / "data"
     docs = [*CORPUS, make_doc("his", "He told his brother that he would come.")]
     commit_stage(data, "dedup", docs)
-    run_config = dg.RunConfig(
-        ops={"filtered_documents": {"config": {"toxicity_policy": "lines", "cda_fraction": 1.0}}}
-    )
+    run_config = dg.RunConfig(ops={"filtered": {"config": {"toxicity_policy": "lines", "cda_fraction": 1.0}}})
     result = dg.materialize(
-        [*BIAS_ASSETS, *BIAS_CHECKS],
+        stage_defs("filtered", "bias_report"),
         resources=_resources(data),
         run_config=run_config,
         instance=dg.DagsterInstance.ephemeral(),
@@ -36,12 +35,12 @@ def test_materialize_filtered_documents_and_bias_report_with_checks(tmp_path):
     assert result.success
     checks = {(c.asset_key.path[-1], c.check_name): c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {
-        ("filtered_documents", "conservation"): True,
-        ("filtered_documents", "shards_valid"): True,
+        ("filtered", "conservation"): True,
+        ("filtered", "shards_valid"): True,
         ("bias_report", "report_complete"): True,
     }
 
-    meta = result.asset_materializations_for_node("filtered_documents")[0].metadata
+    meta = result.asset_materializations_for_node("filtered")[0].metadata
     manifest = storage.current_version(data, "filtered").manifest()
     assert meta["documents_in"].value == len(docs)
     assert meta["removed"].value == 4  # 3 x toxicity:document + 1 x toxicity:all-lines

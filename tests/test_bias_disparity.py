@@ -6,10 +6,10 @@ import math
 
 import pytest
 
+from pipelines.bias.beam_combiners import DisparityCombineFn
 from pipelines.bias.disparity import (
     ANY_AXIS,
     ANY_RULE,
-    DisparityCombineFn,
     add_document,
     add_text,
     disparity_rows,

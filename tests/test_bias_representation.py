@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.bias.beam_combiners import RepresentationCombineFn
 from pipelines.bias.lexicon import AXES
 from pipelines.bias.representation import (
-    RepresentationCombineFn,
     analyze,
     axes_from_signals,
     axis_signals,

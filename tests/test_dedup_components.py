@@ -1,6 +1,8 @@
 """Connected components: Beam large-star/small-star rounds vs the single-node union-find."""
 
 import random
+import tempfile
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -9,11 +11,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipelines import storage
+from pipelines.beam_stage import WriteStat, read_stat
+from pipelines.dedup.beam_components import NAMESPACE, ConnectedComponents
 from pipelines.dedup.components import (
-    NAMESPACE,
     ComponentsNotConverged,
-    ConnectedComponents,
-    cc_convergence,
+    rounds_needed,
     star_components,
     union_find_components,
 )
@@ -24,18 +27,28 @@ def _pipeline():
 
 
 def _run(edges, max_rounds, expected=None, on_unconverged="raise", edges_per_round=None):
-    p = _pipeline()
-    out = p | beam.Create(edges) | ConnectedComponents(max_rounds, on_unconverged=on_unconverged)
-    if expected is not None:
-        assert_that(out, equal_to(sorted(expected.items())))
-    result = p.run()
-    result.wait_until_finish()
-    if edges_per_round is not None:
-        counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-        for c in counters:
-            if c.key.metric.name.endswith("_edges"):
-                edges_per_round[int(c.key.metric.name.split("_")[1])] = c.committed
-    return cc_convergence(result.metrics(), max_rounds)
+    """Run the transform; ``(rounds needed, converged)`` from its rounds output (data, not metrics)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        version = storage.StageVersion(Path(tmp), "v")
+        p = _pipeline()
+        labels, rounds = (
+            p
+            | beam.Create(edges)
+            | ConnectedComponents(max_rounds, on_unconverged=on_unconverged, with_rounds=True)
+        )
+        if expected is not None:
+            assert_that(labels, equal_to(sorted(expected.items())))
+        _ = rounds | WriteStat(version.path, "cc_rounds")
+        result = p.run()
+        result.wait_until_finish()
+        if edges_per_round is not None:  # the round_NN_edges counters only monitor the early stop
+            counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+            for c in counters:
+                if c.key.metric.name.endswith("_edges"):
+                    edges_per_round[int(c.key.metric.name.split("_")[1])] = c.committed
+        changed = read_stat(version, "cc_rounds")
+    assert len(changed) == max_rounds
+    return rounds_needed(changed)
 
 
 def _random_graph(rng, prefix, n_nodes, n_edges):
@@ -58,6 +71,13 @@ def test_star_rounds_equal_union_find_on_random_graphs():
         labels, history = star_components(edges)
         assert labels == union_find_components(edges)
         assert history == [] or history[-1] == 0
+
+
+def test_rounds_needed_reads_the_first_round_without_changes():
+    assert rounds_needed([5, 2, 0, 0]) == (2, True)
+    assert rounds_needed([0, 0]) == (0, True)
+    assert rounds_needed([3, 1]) == (2, False)
+    assert rounds_needed([]) == (0, True)  # no components were computed
 
 
 def test_star_rounds_on_a_long_path_need_several_rounds():

@@ -11,16 +11,11 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from pipelines.config import DedupConfig
-from pipelines.dedup.decisions import DedupDecisions
+from pipelines.dedup.beam_decisions import DedupDecisions
+from pipelines.dedup.beam_near import NearDuplicateClusters
 from pipelines.dedup.lsh import optimal_bands_rows
-from pipelines.dedup.minhash import MinHasher
-from pipelines.dedup.near import (
-    MinHashSignatures,
-    NearDuplicateClusters,
-    candidate_edges_local,
-    near_duplicate_clusters_local,
-    star_edges,
-)
+from pipelines.dedup.minhash import MinHasher, signature_jaccard
+from pipelines.dedup.near import candidate_edges_local, near_duplicate_clusters_local, star_edges
 from pipelines.dedup.shingles import shingles
 from pipelines.dedup.survivor import decision
 
@@ -60,8 +55,8 @@ def _chain_docs():
 def test_chain_is_one_cluster_although_ends_are_not_similar():
     docs = _chain_docs()
     sig = {d[0]: d[1] for d in docs}
-    assert MinHasher.jaccard(sig["A"], sig["C"]) < 0.55
-    assert min(MinHasher.jaccard(sig["A"], sig["B"]), MinHasher.jaccard(sig["B"], sig["C"])) >= 0.55
+    assert signature_jaccard(sig["A"], sig["C"]) < 0.55
+    assert min(signature_jaccard(sig["A"], sig["B"]), signature_jaccard(sig["B"], sig["C"])) >= 0.55
     bands, rows = optimal_bands_rows(0.55, 128, 0.1, 0.9)
     got = near_duplicate_clusters_local(docs, bands, rows, 0.55)
     assert [(d["doc_id"], d["cluster_id"], d["kept"], d["kind"]) for d in got] == [
@@ -110,20 +105,6 @@ def test_beam_near_clusters_equal_local_on_generated_corpus_and_chain(small_corp
     with _pipeline() as p:
         out = p | beam.Create(docs) | NearDuplicateClusters(bands, rows, cfg.threshold, max_cc_rounds=4)
         assert_that(out, _close(expected))
-
-
-def test_minhash_signatures_transform():
-    texts = [("a", "天下大势，分久必合，合久必分。"), ("b", "..."), ("c", "one two three four five six")]
-    hasher = MinHasher(64, 2)
-
-    def check(actual):
-        got = dict(actual)
-        assert got["b"] is None
-        assert np.array_equal(got["a"], hasher.signature(shingles(texts[0][1], 5, 5)))
-        assert np.array_equal(got["c"], hasher.signature(shingles(texts[2][1], 5, 5)))
-
-    with _pipeline() as p:
-        assert_that(p | beam.Create(texts) | MinHashSignatures(num_perm=64, seed=2), check)
 
 
 def test_dedup_decisions_exact_then_near_every_cluster_id_is_kept():

@@ -8,6 +8,7 @@ import apache_beam as beam
 import dagster as dg
 import pytest
 
+from assets.graph import run_stage
 from pipelines import storage
 from pipelines.beam_stage import pipeline_options
 from pipelines.config import load_config
@@ -103,7 +104,7 @@ def _run(tmp_path, docs, beam_options, name="data"):
     data = tmp_path / name
     commit_documents(data, "clean", docs, per_shard=3)
     cfg = load_config(overrides={"paths": {"data_dir": str(data)}})
-    return cfg, job.run(cfg, beam_options)
+    return cfg, run_stage("dedup", cfg, beam_options)
 
 
 def _decisions(result) -> dict[str, dict]:
@@ -142,7 +143,7 @@ def test_survivors_do_not_depend_on_workers_or_input_order(tmp_path, beam_option
     shuffled = docs[:]
     random.Random(7).shuffle(shuffled)
     cfg, _ = _run(tmp_path, shuffled, beam_options, "two")
-    second = job.run(cfg, pipeline_options(cfg.runner))  # multi_processing, 2 workers
+    second = run_stage("dedup", cfg, pipeline_options(cfg.runner))  # multi_processing, 2 workers
     pick = lambda r: {k: (d["cluster_id"], d["kept"]) for k, d in _decisions(r).items()}  # noqa: E731
     assert pick(first) == pick(second)
 
@@ -156,8 +157,7 @@ def test_disjoint_corpus_removes_nothing(tmp_path, beam_options):
 
 def test_cluster_audit_flags_broken_cluster_tables():
     from apache_beam.testing.test_pipeline import TestPipeline
-
-    from pipelines.beam_stage import query_counters
+    from apache_beam.testing.util import assert_that, equal_to
 
     def row(doc, cluster, kept):
         return ("00000", {"doc_id": doc, "cluster_id": cluster, "kept": kept})
@@ -170,31 +170,46 @@ def test_cluster_audit_flags_broken_cluster_tables():
         row("d", "x", False),  # removed, pointing at a cluster with no survivor
         row("e", "e0", True),  # survivor whose id is not the cluster id
     ]
+    expected = {"clusters": 4, "no_survivor": 1, "two_survivors": 1, "survivor_not_cluster_id": 2}
+    with TestPipeline(runner="FnApiRunner") as p:
+        audit = p | "Rows" >> beam.Create(rows) | "Audit" >> job.AuditClusters()
+        assert_that(audit, equal_to([expected]))
+        empty = p | "NoRows" >> beam.Create([]) | "AuditEmpty" >> job.AuditClusters()
+        assert_that(empty, equal_to([dict.fromkeys(expected, 0)]), label="CheckEmpty")
+
+
+def test_stats_are_one_element_written_by_the_pipeline_and_read_by_the_driver(tmp_path):
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from pipelines.beam_stage import WriteStat, read_stat, stat_path
+
+    version = storage.StageVersion(tmp_path, "v")
+    with TestPipeline(runner="FnApiRunner") as p:
+        _ = p | "Hist" >> beam.Create([{"1": 2, "3": 1}]) | WriteStat(version.path, "sizes")
+        _ = p | "Nothing" >> beam.Create([]) | WriteStat(version.path, "nothing")
+    assert stat_path(version.path, "sizes") == str(tmp_path / "v" / "_stats" / "sizes.json")
+    assert read_stat(version, "sizes") == {"1": 2, "3": 1}
+    assert read_stat(version, "nothing", default=[]) == []
     p = TestPipeline(runner="FnApiRunner")
-    _ = p | beam.Create(rows) | job.AuditClusters()
-    audit = job.audit_stats(query_counters(p.run()))
-    assert audit == {"clusters": 4, "no_survivor": 1, "two_survivors": 1, "survivor_not_cluster_id": 2}
+    _ = p | beam.Create([1, 2]) | WriteStat(version.path, "two")
+    with pytest.raises(Exception, match="combine it to one first"):
+        p.run()
 
 
 def test_missing_upstream_fails_with_what_to_do(tmp_path, beam_options):
     cfg = load_config(overrides={"paths": {"data_dir": str(tmp_path / "empty")}})
-    with pytest.raises(storage.StageNotFoundError, match="materialize the 'clean_documents' asset first"):
-        job.run(cfg, beam_options)
+    with pytest.raises(storage.StageNotFoundError, match="materialize the 'clean' asset first"):
+        run_stage("dedup", cfg, beam_options)
 
 
 def test_dedup_asset_and_checks(tmp_path):
-    from assets.curation import CURATION_CHECKS, deduplicated_documents
     from assets.resources import BeamRunner, CorpusforgeSettings
+    from assets.stage_assets import stage_defs
 
     data = tmp_path / "data"
     commit_documents(data, "clean", _corpus(), per_shard=3)
-    checks = [
-        c
-        for c in CURATION_CHECKS
-        if any(k.asset_key.path[-1] == "deduplicated_documents" for k in c.check_keys)
-    ]
     result = dg.materialize(
-        [deduplicated_documents, *checks],
+        stage_defs("dedup"),
         resources={
             "settings": CorpusforgeSettings(data_dir=str(data), input_path=str(tmp_path)),
             "beam": BeamRunner(direct_running_mode="in_memory", direct_num_workers=1),
@@ -204,7 +219,7 @@ def test_dedup_asset_and_checks(tmp_path):
     assert result.success
     evals = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert evals == {"conservation": True, "shards_valid": True, "one_survivor_per_cluster": True}
-    meta = result.asset_materializations_for_node("deduplicated_documents")[0].metadata
+    meta = result.asset_materializations_for_node("dedup")[0].metadata
     assert meta["duplicate_clusters"].value == 2
     assert "image/png;base64" in meta["cluster_size_histogram"].value
     assert "survivor" in meta["example_clusters"].value

@@ -10,7 +10,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.config import DedupConfig
-from pipelines.dedup.exact import ExactDuplicates, exact_duplicates_local, exact_key
+from pipelines.dedup.beam_exact import ExactDuplicates
+from pipelines.dedup.exact import exact_duplicates_local, exact_key
 from pipelines.dedup.survivor import choose_survivor, decision, survivor_key
 
 

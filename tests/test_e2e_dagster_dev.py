@@ -20,8 +20,8 @@ SAMPLE = REPO / "sample_data" / "corpus"
 # Small enough for 2 CPU cores: tiny tokenizer, short sequences, a few training steps.
 E2E_CONFIG = {
     "tokenizer": {"vocab_size": 1024, "min_frequency": 2},
-    "dataset": {"seq_len": 64, "val_fraction": 0.1, "sequences_per_shard": 256},
-    "train": {
+    "tokens": {"seq_len": 64, "val_fraction": 0.1, "sequences_per_shard": 256},
+    "model": {
         "preset": "tiny",
         "max_steps": 12,
         "batch_size": 8,

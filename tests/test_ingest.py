@@ -11,6 +11,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from assets.graph import run_stage
 from pipelines import ingest, storage
 from pipelines.config import load_config
 
@@ -19,15 +20,15 @@ def _cfg(input_dir: Path, data_dir: Path, **ingest_overrides):
     return load_config(
         overrides={
             "paths": {"input": str(input_dir), "data_dir": str(data_dir)},
-            "ingest": {"max_record_bytes": 4096, **ingest_overrides},
+            "raw": {"max_record_bytes": 4096, **ingest_overrides},
         }
     )
 
 
 def _read_all(cfg) -> list[tuple[str, dict]]:
     out = []
-    for split in ingest.plan_splits(cfg.paths.input, cfg.ingest):
-        out.extend(ingest.read_split(split, cfg.ingest))
+    for split in ingest.plan_splits(cfg.paths.input, cfg.raw):
+        out.extend(ingest.read_split(split, cfg.raw))
     return out
 
 
@@ -65,7 +66,7 @@ def test_byte_ranges_cover_a_file_exactly_once(tmp_path):
     lines = [json.dumps({"text": f"document number {i} " + "word " * (i % 13)}) for i in range(500)]
     (src / "big.jsonl").write_text("\n".join(lines) + "\n")
     cfg = _cfg(src, tmp_path / "data", split_bytes=1024)
-    splits = ingest.plan_splits(cfg.paths.input, cfg.ingest)
+    splits = ingest.plan_splits(cfg.paths.input, cfg.raw)
     assert len(splits) > 10
     docs = [r for k, r in _read_all(cfg) if k == "documents"]
     assert [d["text"] for d in docs] == [json.loads(line)["text"] for line in lines]
@@ -192,21 +193,21 @@ def test_a_dot_file_named_as_the_input_is_read(tmp_path):
 def test_missing_input_fails_fast(tmp_path):
     cfg = _cfg(tmp_path / "does-not-exist", tmp_path / "data")
     with pytest.raises(ingest.InputError, match="does not exist; set paths.input"):
-        ingest.plan_splits(cfg.paths.input, cfg.ingest)
+        ingest.plan_splits(cfg.paths.input, cfg.raw)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ingest.InputError, match="holds no files"):
-        ingest.plan_splits(tmp_path / "empty", cfg.ingest)
+        ingest.plan_splits(tmp_path / "empty", cfg.raw)
 
 
 def test_read_split_dofn_in_beam(bad_corpus, tmp_path, beam_options):
     root, expected = bad_corpus
     cfg = _cfg(root, tmp_path / "data")
-    splits = ingest.plan_splits(cfg.paths.input, cfg.ingest)
+    splits = ingest.plan_splits(cfg.paths.input, cfg.raw)
     with TestPipeline(options=beam_options) as p:
         out = (
             p
             | beam.Create(splits)
-            | beam.ParDo(ingest.ReadSplitFn(cfg.ingest)).with_outputs("documents", "ledger")
+            | beam.ParDo(ingest.ReadSplitFn(cfg.raw)).with_outputs("documents", "ledger")
         )
         reasons = out.ledger | beam.Map(lambda kv: kv[1]["reason"]) | beam.combiners.Count.PerElement()
         assert_that(
@@ -219,7 +220,7 @@ def test_read_split_dofn_in_beam(bad_corpus, tmp_path, beam_options):
 def test_run_commits_a_conserving_stage(bad_corpus, tmp_path, beam_options):
     root, expected = bad_corpus
     cfg = _cfg(root, tmp_path / "data")
-    result = ingest.run(cfg, beam_options)
+    result = run_stage("raw", cfg, beam_options)
     stats = result.manifest["stats"]
     assert stats["conserved"]
     assert stats["documents_out"] == expected["documents"]
@@ -230,13 +231,13 @@ def test_run_commits_a_conserving_stage(bad_corpus, tmp_path, beam_options):
     rows = list(storage.iter_stage_rows(version))
     assert len(rows) == expected["documents"]
     # Re-running gives a new version with identical content (deterministic, idempotent).
-    again = ingest.run(cfg, beam_options)
+    again = run_stage("raw", cfg, beam_options)
     assert again.version.name != result.version.name
     assert [s["sha256"] for s in again.manifest["documents"]["shards"]] == [
         s["sha256"] for s in result.manifest["documents"]["shards"]
     ]
     # Re-use skips the job when config and input are unchanged.
-    reused = ingest.run(cfg, beam_options, reuse=True)
+    reused = run_stage("raw", cfg, beam_options, reuse=True)
     assert reused.reused and reused.version.name == again.version.name
 
 
@@ -245,8 +246,8 @@ def test_multiprocessing_gives_the_same_shards(bad_corpus, tmp_path, beam_option
 
     root, _ = bad_corpus
     cfg = _cfg(root, tmp_path / "data")
-    single = ingest.run(cfg, beam_options)
-    multi = ingest.run(cfg, pipeline_options(cfg.runner))  # multi_processing, 2 workers
+    single = run_stage("raw", cfg, beam_options)
+    multi = run_stage("raw", cfg, pipeline_options(cfg.runner))  # multi_processing, 2 workers
     key = lambda m: sorted((s["path"], s["sha256"]) for s in m["documents"]["shards"])  # noqa: E731
     assert key(single.manifest) == key(multi.manifest)
 
@@ -258,9 +259,7 @@ def test_own_outputs_inside_the_input_are_not_read(tmp_path):
     (src / "a.txt").write_text("a document")
     (src / "data" / "raw" / "part-00000.parquet").write_bytes(b"PAR1")
     (src / "home" / "runs.db").write_bytes(b"sqlite")
-    splits = ingest.plan_splits(
-        src, _cfg(src, src / "data").ingest, exclude=(src / "data", str(src / "home"))
-    )
+    splits = ingest.plan_splits(src, _cfg(src, src / "data").raw, exclude=(src / "data", str(src / "home")))
     assert [s.source for s in splits] == ["a.txt"]
 
 

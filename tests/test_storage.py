@@ -94,8 +94,8 @@ def test_prune_never_removes_a_version_a_downstream_stage_was_built_from(tmp_pat
 
 
 def test_missing_or_incomplete_stage_is_a_clear_error(tmp_path, beam_options):
-    with pytest.raises(storage.StageNotFoundError, match="materialize the 'raw_documents' asset first"):
-        storage.current_version(tmp_path, "raw", asset_hint="raw_documents")
+    with pytest.raises(storage.StageNotFoundError, match="materialize the 'raw' asset first"):
+        storage.current_version(tmp_path, "raw")
     result = _run(tmp_path, _docs(2), beam_options)
     (result.version.path / storage.SUCCESS).unlink()
     with pytest.raises(storage.StageNotFoundError, match="not a complete version"):

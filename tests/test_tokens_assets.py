@@ -1,4 +1,4 @@
-"""Dagster: materialize tokenizer + token_dataset and their blocking checks on a small upstream."""
+"""Dagster: materialize tokenizer + tokens and their blocking checks on a small upstream."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ from pathlib import Path
 import dagster as dg
 
 from assets.resources import BeamRunner, CorpusforgeSettings
-from assets.tokens import TOKEN_ASSETS, TOKEN_CHECKS, token_dataset, tokenizer
+from assets.stage_assets import stage_asset_def, stage_defs
 from pipelines import storage
-from pipelines.tokens.corpus import synthetic_documents, write_documents_stage
+from tests.corpus_fixtures import synthetic_documents, write_documents_stage
+
+TOKEN_DEFS = stage_defs("tokenizer", "tokens")
+TOKEN_ASSETS = TOKEN_DEFS[:2]
+tokenizer, tokens = stage_asset_def("tokenizer"), stage_asset_def("tokens")
 
 
 def _resources(data_dir: Path) -> dict:
@@ -22,7 +26,7 @@ def _resources(data_dir: Path) -> dict:
 RUN_CONFIG = dg.RunConfig(
     ops={
         "tokenizer": {"config": {"vocab_size": 330, "sample_bytes": 1_000_000}},
-        "token_dataset": {"config": {"seq_len": 24, "sequences_per_shard": 6, "val_fraction": 0.01}},
+        "tokens": {"config": {"seq_len": 24, "sequences_per_shard": 6, "val_fraction": 0.01}},
     }
 )
 
@@ -31,7 +35,7 @@ def test_materialize_tokenizer_and_dataset_with_checks(tmp_path: Path):
     docs = synthetic_documents(120, seed=2)
     write_documents_stage(tmp_path, docs, shard_docs=40)
     result = dg.materialize(
-        [*TOKEN_ASSETS, *TOKEN_CHECKS],
+        TOKEN_DEFS,
         resources=_resources(tmp_path),
         run_config=RUN_CONFIG,
         instance=dg.DagsterInstance.ephemeral(),
@@ -40,7 +44,7 @@ def test_materialize_tokenizer_and_dataset_with_checks(tmp_path: Path):
     tok_meta = result.asset_materializations_for_node("tokenizer")[0].metadata
     assert tok_meta["vocab_size"].value == 330
     assert tok_meta["bytes_per_token_zh"].value > 1.0 and 0 < tok_meta["vocab_share_used_en"].value <= 1
-    ds_meta = result.asset_materializations_for_node("token_dataset")[0].metadata
+    ds_meta = result.asset_materializations_for_node("tokens")[0].metadata
     manifest = storage.current_version(tmp_path, "tokens").manifest()
     assert ds_meta["dtype"].value == "uint16"
     assert ds_meta["train_tokens"].value == manifest["splits"]["train"]["tokens"] > 0
@@ -49,8 +53,8 @@ def test_materialize_tokenizer_and_dataset_with_checks(tmp_path: Path):
     checks = {(c.asset_key.path[-1], c.check_name): c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {
         ("tokenizer", "tokenizer_valid"): True,
-        ("token_dataset", "shards_match_manifest"): True,
-        ("token_dataset", "splits_disjoint"): True,
+        ("tokens", "shards_match_manifest"): True,
+        ("tokens", "splits_disjoint"): True,
     }
     assert manifest["seq_len"] == 24  # the launchpad config reached the Beam job
     assert manifest["upstream"]["tokenizer"] == storage.current_version(tmp_path, "tokenizer").name
@@ -66,9 +70,9 @@ def test_checks_fail_clearly_on_missing_and_corrupt_shards(tmp_path: Path):
     (version.path / shards[1]["path"]).write_bytes(b"\0" * 64)
     (storage.current_version(tmp_path, "tokenizer").path / "tokenizer.json").write_text("{}")
     result = dg.materialize(
-        [tokenizer.to_source_asset(), token_dataset.to_source_asset(), *TOKEN_CHECKS],
+        [tokenizer.to_source_asset(), tokens.to_source_asset(), *TOKEN_DEFS[2:]],
         resources=resources,
-        selection=dg.AssetSelection.checks_for_assets(tokenizer, token_dataset),
+        selection=dg.AssetSelection.checks_for_assets(tokenizer, tokens),
         raise_on_error=False,
     )
     evals = {c.check_name: c for c in result.get_asset_check_evaluations()}

@@ -16,13 +16,15 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from tokenizers import Tokenizer
 
+from assets.graph import run_stage
 from pipelines import schemas, storage
 from pipelines.beam_stage import shard_splits
 from pipelines.config import load_config
+from pipelines.stage import StageJob
 from pipelines.tokens import dataset, tokenizer_stage, verify
 from pipelines.tokens.bpe import load_tokenizer
-from pipelines.tokens.corpus import make_document, synthetic_documents, write_documents_stage
 from pipelines.tokens.splits import TRAIN, VAL, cluster_split_overrides, split_of
+from tests.corpus_fixtures import make_document, synthetic_documents, write_documents_stage
 
 SEQ_LEN, VAL_FRACTION, PER_SHARD = 15, 0.15, 7
 
@@ -44,7 +46,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
         overrides={
             "paths": {"data_dir": str(data_dir)},
             "tokenizer": {"vocab_size": 320},
-            "dataset": {
+            "tokens": {
                 "seq_len": SEQ_LEN,
                 "val_fraction": VAL_FRACTION,
                 "sequences_per_shard": PER_SHARD,
@@ -52,7 +54,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
             },
         }
     )
-    tok_result = tokenizer_stage.run(cfg)
+    tok_result = run_stage("tokenizer", cfg)
     return cfg, docs, tok_result
 
 
@@ -92,7 +94,7 @@ def test_encode_pack_transform_with_test_pipeline(built, tmp_path: Path):
         packed = (
             p
             | beam.Create(dataset.work_units(shard_splits(upstream)))
-            | dataset.TokenizePack(tok_file, str(tmp_path / "work"), cfg.dataset, "uint16")
+            | dataset.TokenizePack(tok_file, str(tmp_path / "work"), cfg.tokens, "uint16")
             | beam.Map(lambda s: (s.split, s.index, s.windows.tolist()))
         )
         assert_that(packed, equal_to(expected))
@@ -104,7 +106,7 @@ def committed(built):
     opts = beam.options.pipeline_options.PipelineOptions(
         ["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
     )
-    return dataset.run(cfg, opts)
+    return run_stage("tokens", cfg, opts)
 
 
 def test_manifest_has_the_contract_structure(built, committed):
@@ -234,13 +236,13 @@ def test_empty_validation_split_and_uint32_dtype(tmp_path: Path, monkeypatch: py
         overrides={
             "paths": {"data_dir": str(tmp_path)},
             "tokenizer": {"vocab_size": 300},
-            "dataset": {"seq_len": 8, "val_fraction": 0.0, "sequences_per_shard": 1000},
+            "tokens": {"seq_len": 8, "val_fraction": 0.0, "sequences_per_shard": 1000},
         }
     )
-    tokenizer_stage.run(cfg)
+    run_stage("tokenizer", cfg)
     monkeypatch.setattr(dataset, "token_dtype", lambda vocab: "uint32")  # as if the vocab were > 65,536
     opts = beam.options.pipeline_options.PipelineOptions(["--runner=FnApiRunner"])
-    m = dataset.run(cfg, opts).manifest
+    m = run_stage("tokens", cfg, opts).manifest
     assert m["dtype"] == "uint32"
     assert m["splits"]["val"] == {"sequences": 0, "tokens": 0, "documents": 0, "shards": []}
     assert m["splits"]["train"]["documents"] == 12 and len(m["splits"]["train"]["shards"]) == 1
@@ -270,10 +272,10 @@ def test_raw_copies_of_validation_documents_follow_their_survivor(tmp_path: Path
         overrides={
             "paths": {"data_dir": str(tmp_path)},
             "tokenizer": {"vocab_size": 300},
-            "dataset": {"seq_len": 8, "val_fraction": f, "sequences_per_shard": 1000},
+            "tokens": {"seq_len": 8, "val_fraction": f, "sequences_per_shard": 1000},
         }
     )
-    tokenizer_stage.run(cfg)
+    run_stage("tokenizer", cfg)
     survivor = next(d for d in docs if split_of(d["id"], f) == VAL)
     copy_id = next(c for c in (f"copy-{i}" for i in range(1000)) if split_of(c, f) == TRAIN)
     write_documents_stage(tmp_path, [*docs, {**survivor, "id": copy_id}], stage="raw", shard_docs=10)
@@ -296,7 +298,9 @@ def test_raw_copies_of_validation_documents_follow_their_survivor(tmp_path: Path
     opts = beam.options.pipeline_options.PipelineOptions(["--runner=FnApiRunner"])
 
     def val_ids(stage: str, by_cluster: bool) -> set[str]:
-        dataset.run(cfg, opts, source_stage="raw", stage=stage, split_by_cluster=by_cluster)
+        upstream = ("raw", "tokenizer", "dedup") if by_cluster else ("raw", "tokenizer")
+        params = {"split_by_cluster": by_cluster}
+        dataset.run(StageJob(name=stage, upstream=upstream, cfg=cfg, options=opts, params=params))
         version = storage.current_version(tmp_path, stage)
         files = version.manifest()["doc_index"]["val"]["files"]
         return {

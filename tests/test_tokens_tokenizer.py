@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
+from assets.graph import run_stage
 from pipelines import storage
 from pipelines.config import load_config
-from pipelines.tokens import tokenizer_stage
 from pipelines.tokens.bpe import EOT_ID, MASK_ID, PAD_ID, heldout_stats, lang_bucket, token_dtype, train_bpe
-from pipelines.tokens.corpus import synthetic_documents, write_documents_stage
 from pipelines.tokens.sample import DocumentSample
 from pipelines.tokens.splits import TRAIN, VAL, hash_unit, in_sample, sample_rate, split_of
+from tests.corpus_fixtures import synthetic_documents, write_documents_stage
 
 TEXTS = [d["text"] for d in synthetic_documents(300, seed=3)]
 
@@ -169,10 +169,10 @@ def test_tokenizer_stage_commits_tokenizer_and_stats(upstream):
         overrides={
             "paths": {"data_dir": str(data_dir)},
             "tokenizer": {"vocab_size": 350, "sample_bytes": total // 3},
-            "dataset": {"val_fraction": 0.1},
+            "tokens": {"val_fraction": 0.1},
         }
     )
-    result = tokenizer_stage.run(cfg)
+    result = run_stage("tokenizer", cfg)
     m = result.manifest
     path = result.version.path / "tokenizer.json"
     assert storage.current_version(data_dir, "tokenizer").name == result.version.name
@@ -185,13 +185,13 @@ def test_tokenizer_stage_commits_tokenizer_and_stats(upstream):
     assert {"en", "zh", "other", "all"} <= set(held)
     assert held["zh"]["bytes_per_token"] > 1.0 and held["en"]["bytes_per_token"] > 1.0
     # re-use: same config + upstream -> the committed version, not a new one
-    assert tokenizer_stage.run(cfg, reuse=True).version.name == result.version.name
+    assert run_stage("tokenizer", cfg, reuse=True).version.name == result.version.name
 
 
 def test_stage_without_upstream_names_the_asset(tmp_path: Path):
     cfg = load_config(overrides={"paths": {"data_dir": str(tmp_path)}})
-    with pytest.raises(storage.StageNotFoundError, match="filtered_documents"):
-        tokenizer_stage.run(cfg)
+    with pytest.raises(storage.StageNotFoundError, match="filtered"):
+        run_stage("tokenizer", cfg)
 
 
 def test_loads_in_transformers(tok: Tokenizer, tmp_path: Path):

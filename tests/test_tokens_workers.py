@@ -7,9 +7,9 @@ from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from assets.graph import run_stage
 from pipelines.config import load_config
-from pipelines.tokens import dataset, tokenizer_stage
-from pipelines.tokens.corpus import synthetic_documents, write_documents_stage
+from tests.corpus_fixtures import synthetic_documents, write_documents_stage
 
 
 def file_digests(root: Path) -> dict[str, str]:
@@ -26,16 +26,16 @@ def test_one_and_two_workers_give_identical_shards(tmp_path: Path):
         overrides={
             "paths": {"data_dir": str(tmp_path)},
             "tokenizer": {"vocab_size": 300},
-            "dataset": {"seq_len": 31, "val_fraction": 0.2, "sequences_per_shard": 5, "encode_batch": 3},
+            "tokens": {"seq_len": 31, "val_fraction": 0.2, "sequences_per_shard": 5, "encode_batch": 3},
         }
     )
-    tokenizer_stage.run(cfg)
+    run_stage("tokenizer", cfg)
     runs = {}
     for mode, workers in (("in_memory", 1), ("multi_processing", 2)):
         opts = PipelineOptions(
             ["--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
         )
-        result = dataset.run(cfg, opts)
+        result = run_stage("tokens", cfg, opts)
         runs[mode] = (file_digests(result.version.path), result.manifest)
     (one, m1), (two, m2) = runs["in_memory"], runs["multi_processing"]
     assert len(one) > 10 and one == two  # shards, doc indexes and _SUCCESS, byte for byte

@@ -51,7 +51,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
     while True:
         if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            model = model._orig_mod  # type: ignore[assignment]
         elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
             model = model.module
         else:

@@ -2,7 +2,8 @@
 
 A token dataset is a directory with ``manifest.json`` (format ``corpusforge-tokens/1``) and, per
 split, Arrow IPC files whose single column ``tokens`` is a fixed-size list of ``seq_len + 1``
-uint16/uint32 ids (``pipelines.schemas.token_schema``), one packed window per row.
+uint16/uint32 ids, one packed window per row; :mod:`training.token_format` defines the format and
+holds the low-level shard reader this module builds on.
 
 Order. A training epoch visits the split's sequences in ``numpy.random.default_rng([seed,
 epoch]).permutation(N)``; evaluation reads them in file order. The order is cut into *units* of
@@ -33,9 +34,6 @@ within about ``1.25 * remap_bytes + 8 MiB`` whatever the dataset size.
 from __future__ import annotations
 
 import bisect
-import contextlib
-import hashlib
-import json
 import math
 import mmap
 import os
@@ -44,15 +42,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.ipc as ipc
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipelines.schemas import token_schema
+from training.token_format import (
+    DTYPES,
+    FORMAT,
+    MappedShard,
+    TokenDataError,
+    file_sha256,
+    read_manifest,
+    shard_batch_rows,
+    write_token_dataset,
+)
 
-FORMAT = "corpusforge-tokens/1"
-DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+__all__ = [
+    "FORMAT",
+    "TokenDataError",
+    "TokenDataset",
+    "TokenLoader",
+    "file_sha256",
+    "read_manifest",
+    "write_token_dataset",
+]
+
 DEFAULT_REMAP_BYTES = 64 * 1024 * 1024
 ROW_RSS_ESTIMATE = 512 * 1024  # resident bytes assumed per row read where /proc/self/statm is missing
 PAGE_SIZE = mmap.PAGESIZE
@@ -65,115 +78,6 @@ def _file_rss_bytes() -> int | None:
             return int(fh.read().split()[2]) * PAGE_SIZE
     except (OSError, IndexError, ValueError):
         return None
-
-
-class TokenDataError(ValueError):
-    """The token dataset is missing, corrupt or inconsistent with its manifest; names the file."""
-
-
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse and check ``manifest.json`` of the token dataset directory ``path``."""
-    file = Path(path) / "manifest.json"
-    if not file.is_file():
-        raise TokenDataError(f"{file}: token dataset manifest not found")
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TokenDataError(f"{file}: not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise TokenDataError(f"{file}: format is {found!r}, expected {FORMAT!r}")
-    for key in ("seq_len", "dtype", "vocab_size", "splits"):
-        if key not in manifest:
-            raise TokenDataError(f"{file}: missing key {key!r}")
-    if manifest["dtype"] not in DTYPES:
-        raise TokenDataError(f"{file}: dtype {manifest['dtype']!r} is not one of {sorted(DTYPES)}")
-    if int(manifest["seq_len"]) < 1 or int(manifest["vocab_size"]) < 1:
-        raise TokenDataError(f"{file}: seq_len and vocab_size must be positive")
-    return manifest
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class _MappedShard:
-    """One shard mapped read-only; record-batch views are zero-copy numpy arrays into the mapping.
-
-    ``pa.memory_map`` cannot release pages without unmapping, which invalidates every view, so
-    the shard is mapped with :mod:`mmap` and handed to ``ipc.open_file`` as a buffer (still zero
-    copy); :meth:`release` then drops the touched pages from RSS with ``madvise(MADV_DONTNEED)``
-    and the views stay valid (the next access maps the page again from the page cache).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if not path.is_file():
-            raise TokenDataError(f"token shard {path} does not exist")
-        try:
-            with open(path, "rb") as fh:
-                self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        except (ValueError, OSError) as exc:  # an empty file cannot be mapped
-            raise TokenDataError(f"token shard {path} cannot be memory-mapped: {exc}") from exc
-        try:
-            self.reader = ipc.open_file(pa.py_buffer(self.mm))
-        except (pa.ArrowInvalid, OSError) as exc:
-            self.close()
-            raise TokenDataError(f"token shard {path} is not a readable Arrow IPC file: {exc}") from exc
-        self.views: dict[int, np.ndarray] = {}
-
-    def view(self, batch: int, window: int) -> np.ndarray:
-        v = self.views.get(batch)
-        if v is None:
-            v = self.views[batch] = _batch_view(self.reader.get_batch(batch), window, self.path)
-        return v
-
-    def release(self) -> bool:
-        """Drop the mapping's resident pages; False where madvise is unavailable."""
-        if not hasattr(self.mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-            return False
-        self.mm.madvise(mmap.MADV_DONTNEED)
-        return True
-
-    def close(self) -> None:
-        self.views, self.reader = {}, None
-        with contextlib.suppress(BufferError):  # a view is still held; unmapped when it is collected
-            self.mm.close()
-
-
-def _batch_view(batch: pa.RecordBatch, window: int, path: Path) -> np.ndarray:
-    column = batch.column(0)
-    if column.null_count:
-        raise TokenDataError(f"token shard {path} has null token windows")
-    try:
-        return column.flatten().to_numpy(zero_copy_only=True).reshape(-1, window)
-    except (pa.ArrowInvalid, ValueError) as exc:
-        raise TokenDataError(
-            f"token shard {path}: cannot view tokens as a {window}-wide array: {exc}"
-        ) from exc
-
-
-def _batch_rows(path: Path, expected: pa.Schema) -> list[int]:
-    """Row count of every record batch of the shard, after checking its schema."""
-    shard = _MappedShard(path)
-    reader = shard.reader
-    try:
-        field = reader.schema.field(0) if reader.schema.names == ["tokens"] else None
-        if field is None or not field.type.equals(expected.field(0).type):
-            raise TokenDataError(
-                f"token shard {path}: schema is {reader.schema.to_string(show_schema_metadata=False)!r}, "
-                f"expected one column tokens: {expected.field(0).type}"
-            )
-        return [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise TokenDataError(f"token shard {path} is corrupt: {exc}") from exc
-    finally:
-        del reader
-        shard.close()
 
 
 class TokenDataset(IterableDataset):
@@ -222,13 +126,15 @@ class TokenDataset(IterableDataset):
         self.epochs = (None if self.shuffle else 1) if epochs is None else epochs
         self.remap_bytes = remap_bytes
         self._check_every = max(16, remap_bytes // (4 * ROW_RSS_ESTIMATE))  # reading statm costs ~0.1 ms
+        self._perm: np.ndarray | None = None
+        self._perm_epoch: int | None = None
+        self._rows_since_check = self._rows_unreleased = 0
 
         self.shard_paths: list[Path] = []
         starts, self._chunk_loc = [0], []
-        expected = token_schema(self.manifest["dtype"], self.window)
         for shard in splits[split].get("shards", []):
             shard_path = self.root / shard["path"]
-            rows = _batch_rows(shard_path, expected)
+            rows = shard_batch_rows(shard_path, self.manifest["dtype"], self.window)
             if sum(rows) != int(shard["sequences"]):
                 raise TokenDataError(
                     f"token shard {shard_path} holds {sum(rows)} sequences but manifest.json lists "
@@ -326,6 +232,7 @@ class TokenDataset(IterableDataset):
         if self._perm_epoch != epoch:
             rng = np.random.default_rng([self.seed, epoch])
             self._perm, self._perm_epoch = rng.permutation(self.num_sequences), epoch
+        assert self._perm is not None
         return self._perm[lo:hi]
 
     def read(self, indices: np.ndarray | list[int]) -> np.ndarray:
@@ -338,7 +245,7 @@ class TokenDataset(IterableDataset):
         shard, batch = self._chunk_loc[c]
         mapped = self._shards.get(shard)
         if mapped is None:
-            mapped = self._shards[shard] = _MappedShard(self.shard_paths[shard])
+            mapped = self._shards[shard] = MappedShard(self.shard_paths[shard])
         return mapped.view(batch, self.window)[i - self._starts[c]]
 
     def _gather(self, idx: np.ndarray) -> np.ndarray:
@@ -378,7 +285,7 @@ class TokenDataset(IterableDataset):
         """Unmap every shard."""
         for shard in getattr(self, "_shards", {}).values():
             shard.close()
-        self._shards: dict[int, _MappedShard] = {}
+        self._shards: dict[int, MappedShard] = {}
         self._rows_since_check = self._rows_unreleased = 0
         self._rss_base = _file_rss_bytes()
         if not keep_perm:
@@ -397,7 +304,7 @@ class TokenDataset(IterableDataset):
             raise TokenDataError(
                 f"token shard {path}: sha256 does not match manifest.json (corrupt or replaced)"
             )
-        shard = _MappedShard(path)
+        shard = MappedShard(path)
         try:
             for b in range(shard.reader.num_record_batches):
                 view = shard.view(b, self.window)
@@ -428,7 +335,7 @@ class TokenLoader:
     ) -> None:
         self.dataset, self.num_workers = dataset, num_workers
         self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
-        self._it = None
+        self._it: Any = None
         self._consumed = 0
 
     def __iter__(self) -> TokenLoader:
@@ -458,61 +365,3 @@ class TokenLoader:
 
     def close(self) -> None:
         self._it = None  # the DataLoader iterator shuts its workers down when collected
-
-
-def write_token_dataset(
-    path: str | os.PathLike,
-    splits: Mapping[str, np.ndarray],
-    *,
-    vocab_size: int,
-    dtype: str = "uint16",
-    sequences_per_shard: int = 4096,
-    rows_per_batch: int = 1024,
-    eot_id: int = 0,
-    pad_id: int = 1,
-    mask_id: int = 2,
-    tokenizer_sha256: str = "",
-) -> Path:
-    """Write ``splits`` (name -> array (n, seq_len + 1)) as a token dataset; for tests and benchmarks.
-
-    The production writer is the pipeline's Beam job; this one follows the same format.
-    """
-    root = Path(path)
-    root.mkdir(parents=True, exist_ok=True)
-    seq_len = None
-    manifest_splits = {}
-    for name, arr in splits.items():
-        arr = np.asarray(arr)
-        if arr.ndim != 2:
-            raise ValueError(f"split {name!r}: expected a 2-D array of windows")
-        seq_len = arr.shape[1] - 1 if seq_len is None else seq_len
-        if arr.shape[1] != seq_len + 1:
-            raise ValueError("every split must have the same window length")
-        schema = token_schema(dtype, seq_len + 1)
-        value_type = schema.field(0).type.value_type
-        (root / name).mkdir(exist_ok=True)
-        shards = []
-        for k, lo in enumerate(range(0, len(arr), sequences_per_shard)):
-            part = arr[lo : lo + sequences_per_shard].astype(DTYPES[dtype])
-            rel = f"{name}/part-{k:05d}.arrow"
-            with pa.OSFile(str(root / rel), "wb") as sink, ipc.new_file(sink, schema) as writer:
-                for b in range(0, len(part), rows_per_batch):
-                    rows = part[b : b + rows_per_batch]
-                    values = pa.array(rows.reshape(-1), type=value_type)
-                    column = pa.FixedSizeListArray.from_arrays(values, seq_len + 1)
-                    writer.write_batch(pa.record_batch([column], schema=schema))
-            shards.append({"path": rel, "sequences": len(part), "sha256": file_sha256(root / rel)})
-        manifest_splits[name] = {"sequences": len(arr), "tokens": int(arr.size), "shards": shards}
-    manifest = {
-        "format": FORMAT,
-        "seq_len": seq_len,
-        "dtype": dtype,
-        "vocab_size": vocab_size,
-        "tokenizer_sha256": tokenizer_sha256,
-        "eot_id": eot_id,
-        "pad_id": pad_id,
-        "mask_id": mask_id,
-        "splits": manifest_splits,
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return root

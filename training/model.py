@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training import flops
+from training.config import PRESETS  # model shapes by preset name (torch-free, with TrainConfig)
+
 IGNORE_INDEX = -100
 
 
@@ -62,13 +65,8 @@ class ModelConfig:
         return body if exclude_embedding else body + self.vocab_size * d
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token, PaLM (Chowdhery et al. 2022, App. B): 6N + 12 * L * H * Q * T.
-
-        N is :meth:`num_params` -- every matrix that takes part in a matmul, with the tied
-        embedding counted once because it is the output head's matmul (the lookup is free).
-        L layers, H heads, Q head dim, T = ``seq_len``; causal sparsity is not discounted.
-        """
-        return 6.0 * self.num_params() + 12.0 * self.n_layer * self.n_head * self.head_dim * seq_len
+        """Training FLOPs per token at context ``seq_len`` (:func:`training.flops.flops_per_token`)."""
+        return flops.flops_per_token(self.num_params(), self.n_layer, self.n_head, self.head_dim, seq_len)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,15 +74,6 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         return cls(**data)
-
-
-# d_ff follows Llama's 8/3 * d_model rounded up to a multiple of 16 or 64, which keeps the SwiGLU
-# MLP's three matrices at the parameter count of a GPT-2 4*d_model two-matrix MLP.
-PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"n_layer": 2, "n_head": 4, "d_model": 64, "d_ff": 176, "max_seq_len": 256},
-    "small": {"n_layer": 8, "n_head": 4, "d_model": 256, "d_ff": 704, "max_seq_len": 512},
-    "124m": {"n_layer": 12, "n_head": 12, "d_model": 768, "d_ff": 2048, "max_seq_len": 1024},
-}
 
 
 def preset_config(
@@ -208,7 +197,7 @@ class Transformer(nn.Module):
         if t > self.config.max_seq_len:
             raise ValueError(f"sequence of {t} tokens exceeds max_seq_len={self.config.max_seq_len}")
         x = self.embed_tokens(idx)
-        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        cos, sin = self.rope_cos[:t], self.rope_sin[:t]  # type: ignore[index]  # registered buffers
         for layer in self.layers:
             x = layer(x, cos, sin)
         logits = F.linear(self.norm(x), self.embed_tokens.weight)
@@ -227,4 +216,4 @@ class Transformer(nn.Module):
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (see :meth:`ModelConfig.flops_per_token`)."""
         c = self.config
-        return 6.0 * self.num_params() + 12.0 * c.n_layer * c.n_head * c.head_dim * seq_len
+        return flops.flops_per_token(self.num_params(), c.n_layer, c.n_head, c.head_dim, seq_len)

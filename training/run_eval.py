@@ -1,12 +1,16 @@
 """Evaluate a trained checkpoint: validation loss and perplexity over the whole split, and samples.
 
 ``python -m training.run_eval --checkpoint RUN_OR_CKPT --data TOKENS_DIR --tokenizer tokenizer.json --out eval.json``
+
+The result is written to ``--out`` (when given) and printed without samples as one JSON line; under
+Dagster Pipes it is also reported as a custom message (see :mod:`training.progress`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ from training.checkpoint import latest_checkpoint, load_weights, read_state
 from training.data import TokenDataset, read_manifest
 from training.evaluate import evaluate_loss, generate
 from training.model import ModelConfig, Transformer
+from training.progress import EVAL_RESULT, open_progress
+from training.token_format import TokenDataError
 
 DEFAULT_PROMPTS = ["The king said", "To be, or not", "我们走到河边", "子曰："]
 
@@ -95,18 +101,38 @@ def evaluate_run(
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
     ap.add_argument("--data", required=True, help="token dataset directory (manifest.json)")
     ap.add_argument("--tokenizer", help="tokenizer.json for decoding samples")
-    ap.add_argument("--out", required=True, help="where to write the JSON result")
+    ap.add_argument("--out", help="where to write the JSON result")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    result = evaluate_run(args.checkpoint, args.data, args.tokenizer, device=args.device)
-    Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    try:
+        with open_progress() as progress:
+            progress.log(f"evaluating {args.checkpoint} on {args.data}")
+            result = evaluate_run(args.checkpoint, args.data, args.tokenizer, device=args.device)
+            progress.log(_result_line(result))
+            if args.out:
+                Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+            progress.report(EVAL_RESULT, result)
+    except (FileNotFoundError, TokenDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}))
+    return 0
+
+
+def _result_line(result: dict[str, Any]) -> str:
+    if result["val_loss"] is None:
+        return f"eval: step {result['step']} | no validation split"
+    rate = result["eval_tokens_per_s"]
+    return (
+        f"eval: step {result['step']} | val loss {result['val_loss']:.4f} | ppl {result['val_ppl']:.2f} | "
+        f"{result['val_tokens']:,} tokens" + (f" | {rate:,.0f} tok/s" if rate else "")
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,17 +19,24 @@ world_size`` sequences. Only rank 0 logs and writes files.
 Determinism. Initialisation, data order and (mlm) masks derive from ``seed``; masks for step s,
 micro-batch m on rank r come from a generator seeded by (seed, r, s, m), so nothing random has to
 be carried across a resume except what the checkpoint stores. A resumed CPU run reproduces the
-uninterrupted loss curve exactly.
+uninterrupted loss curve exactly, and ``train_log.jsonl`` is cut back to the checkpoint's step so
+the steps replayed after a crash are not logged twice.
 
-MFU is ``flops_per_token * tokens/s per GPU / peak`` with the PaLM FLOPs formula
-(``Transformer.flops_per_token``) and the GPU's dense bf16 peak from :data:`PEAK_BF16_FLOPS`
-(or ``CORPUSFORGE_PEAK_FLOPS``, which also gives a CPU run an MFU); otherwise None when the peak is
-unknown or on CPU.
+Metrics. Tokens/s leave out the first step (compilation, allocator warm-up) and the time spent
+evaluating and checkpointing. MFU uses :mod:`training.flops` (PaLM FLOPs per token over the GPU's
+dense bf16 peak, or ``CORPUSFORGE_PEAK_FLOPS``); without a known peak (a CPU run) there is no MFU
+and the summary's ``mfu_note`` says why.
+
+Layout. :func:`train` builds a :class:`_Run`; ``_Run.run`` is the loop, reading top-down:
+``_optimizer_step`` (one step of micro-batches), ``_log_progress`` (log line + ``train_log.jsonl``),
+``_evaluate_and_checkpoint`` (periodic), ``_finish`` (final evaluation, checkpoint, summary).
+:class:`_Meter` keeps the throughput clock and :class:`_LossBuffer` the not-yet-synced losses.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,7 +45,7 @@ import random
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,54 +55,33 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pipelines.config import TrainConfig, to_dict, train_problems
 from training.batching import TokenSpec, prepare_batch
 from training.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
+from training.config import TrainConfig, TrainConfigError, train_problems
 from training.data import TokenDataset, TokenLoader, read_manifest
 from training.evaluate import evaluate_loss, generate
+from training.flops import PEAK_BF16_FLOPS, mfu_note, model_flops_utilization, peak_bf16_flops
 from training.model import Transformer, preset_config
+
+__all__ = [
+    "PEAK_BF16_FLOPS",
+    "ResumeMismatchError",
+    "lr_at",
+    "model_flops_utilization",
+    "param_groups",
+    "peak_bf16_flops",
+    "setup_distributed",
+    "train",
+]
 
 BETAS = (0.9, 0.95)
 EPS = 1e-8
-
-# Dense (not 2:4 sparse) bf16 tensor-core peaks, matched in order against torch.cuda.get_device_name().
-PEAK_BF16_FLOPS: list[tuple[tuple[str, ...], float]] = [
-    (("H100", "PCIE"), 756e12),
-    (("H100", "NVL"), 835e12),
-    (("GH200",), 989e12),
-    (("H200", "NVL"), 835e12),
-    (("H200",), 989e12),
-    (("H100",), 989e12),  # SXM, e.g. "NVIDIA H100 80GB HBM3"
-    (("H800",), 989e12),
-    (("B200",), 2250e12),
-    (("A100",), 312e12),
-    (("A800",), 312e12),
-    (("L40S",), 362e12),
-    (("L40",), 181e12),
-    (("L4",), 121e12),
-    (("A10G",), 70e12),
-]
+LOG_FILE = "train_log.jsonl"
+SUMMARY_FILE = "summary.json"
 
 
-def peak_bf16_flops(device_name: str) -> float | None:
-    """Dense bf16 peak FLOP/s for a GPU name (``CORPUSFORGE_PEAK_FLOPS`` overrides); None if unknown."""
-    override = os.environ.get("CORPUSFORGE_PEAK_FLOPS")
-    if override:
-        return float(override)
-    name = device_name.upper()
-    for keys, flops in PEAK_BF16_FLOPS:
-        if all(k in name for k in keys):
-            return flops
-    return None
-
-
-def model_flops_utilization(
-    flops_per_token: float, tokens_per_s: float | None, world_size: int, peak: float | None
-) -> float | None:
-    """MFU: achieved model FLOP/s per device over the device's peak (None without a peak or a rate)."""
-    if not peak or not tokens_per_s:
-        return None
-    return flops_per_token * tokens_per_s / world_size / peak
+class ResumeMismatchError(ValueError):
+    """``out_dir`` holds checkpoints of a run this config cannot continue; says what differs."""
 
 
 def lr_at(step: int, *, peak: float, warmup: int, max_steps: int, min_ratio: float) -> float:
@@ -111,7 +97,8 @@ def lr_at(step: int, *, peak: float, warmup: int, max_steps: int, min_ratio: flo
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two AdamW groups: decayed matrices, and undecayed norms + token embedding."""
-    decay, keep = [], []
+    decay: list[torch.nn.Parameter] = []
+    keep: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -169,13 +156,22 @@ def _derived_seed(*parts: Any) -> int:
 def _check(cfg: TrainConfig) -> None:
     problems = train_problems(cfg)
     if problems:
-        raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+        raise TrainConfigError("invalid TrainConfig: " + "; ".join(problems))
 
 
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def train(
@@ -191,11 +187,12 @@ def train(
 ) -> dict[str, Any]:
     """Train ``cfg.preset`` on the token dataset ``data_dir``; checkpoints and logs go to ``out_dir``.
 
-    Resumes from ``out_dir``'s latest checkpoint when ``cfg.resume``. ``on_eval(step, metrics)`` is
-    called on rank 0 after each evaluation. ``stop_step`` ends the run early (with a checkpoint)
-    as if interrupted, keeping the schedule of ``max_steps``. ``prompts`` (token id lists) are
-    continued for the summary's samples (default: the start of two validation windows). Returns
-    the summary, also written to ``out_dir/summary.json``.
+    Resumes from ``out_dir``'s latest checkpoint when ``cfg.resume``. ``log`` receives every log
+    line (rank 0 only). ``on_eval(step, metrics)`` is called on rank 0 after each evaluation.
+    ``stop_step`` ends the run early (with a checkpoint) as if interrupted, keeping the schedule of
+    ``max_steps``. ``prompts`` (token id lists) are continued for the summary's samples (default:
+    the start of two validation windows). Returns the summary, also written to
+    ``out_dir/summary.json``.
     """
     _check(cfg)
     ctx = setup_distributed(cfg.device)
@@ -206,10 +203,111 @@ def train(
             dist.destroy_process_group()
 
 
+# ------------------------------------------------------------------------------------- bookkeeping
+
+
+@dataclass
+class _Meter:
+    """Throughput clock: steady-state tokens/s (without the first step and pauses), data-wait time,
+    and the rate of the current logging interval."""
+
+    tokens_per_step: int
+    start: float | None = None  # end of the first step
+    first_step: float = 0.0  # its duration
+    paused: float = 0.0
+    data: float = 0.0
+    tokens: int = 0
+    interval_start: float = 0.0
+    interval_tokens: int = 0
+
+    def step_done(self, t0: float, data_time: float, sync: Callable[[], None]) -> None:
+        if self.start is None:
+            sync()  # the first step (compilation, allocator warm-up) is left out of the throughput
+            self.start = self.interval_start = time.perf_counter()
+            self.first_step = self.start - t0
+        else:
+            self.data += data_time
+            self.tokens += self.tokens_per_step
+            self.interval_tokens += self.tokens_per_step
+
+    def interval_rate(self) -> float | None:
+        elapsed = time.perf_counter() - self.interval_start
+        return self.interval_tokens / elapsed if self.interval_tokens else None
+
+    def new_interval(self) -> None:
+        self.interval_start, self.interval_tokens = time.perf_counter(), 0
+
+    def steady_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.paused if self.start is not None else 0.0
+
+    def eta(self, steps_left: int) -> float | None:
+        """Seconds for ``steps_left`` more steps at the steady rate so far (None before a timed step)."""
+        elapsed = self.steady_seconds()
+        if not self.tokens or elapsed <= 0:
+            return None
+        return steps_left * self.tokens_per_step * elapsed / self.tokens
+
+    @contextlib.contextmanager
+    def pause(self) -> Iterator[None]:
+        """Time inside is not training time (evaluation, checkpoints)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            pause = time.perf_counter() - t
+            self.paused += pause
+            self.interval_start += pause
+
+    def final_rate(self) -> tuple[float | None, float | None]:
+        """(tokens/s, share of step time waiting for data), measured now."""
+        steady = self.steady_seconds()
+        if self.tokens and steady > 0:
+            return self.tokens / steady, self.data / steady
+        if self.first_step > 0:  # a one-step run: its only step, compilation included
+            return self.tokens_per_step / self.first_step, None
+        return None, None
+
+
+class _LossBuffer:
+    """Step losses kept on the device until a log line needs them (one host sync per interval)."""
+
+    def __init__(self, history: dict[str, list], world_size: int) -> None:
+        self.history, self.world_size = history, world_size
+        self.losses: list[torch.Tensor] = []
+        self.lrs: list[float] = []
+
+    def add(self, loss: torch.Tensor, lr: float) -> None:
+        self.losses.append(loss)
+        self.lrs.append(lr)
+
+    def flush(self, step: int) -> float | None:
+        """Average the buffered losses over ranks, append them to the history; the last one."""
+        if not self.losses:
+            return None
+        losses = torch.stack(self.losses).double()
+        if self.world_size > 1:
+            dist.all_reduce(losses)
+            losses /= self.world_size
+        values = losses.tolist()
+        self.history["step"].extend(range(step - len(values) + 2, step + 2))
+        self.history["loss"].extend(values)
+        self.history["lr"].extend(self.lrs)
+        self.losses.clear()
+        self.lrs.clear()
+        if not all(math.isfinite(v) for v in values):
+            raise FloatingPointError(f"training loss is not finite at step {step + 1}: {values[-1]}")
+        return values[-1]
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
 class _Run:
     """State of one training run; ``run`` is the loop."""
 
-    def __init__(self, cfg, data_dir: Path, out_dir: Path, ctx: DistContext, log, on_eval) -> None:
+    def __init__(
+        self, cfg: TrainConfig, data_dir: Path, out_dir: Path, ctx: DistContext, log, on_eval
+    ) -> None:
         self.cfg, self.data_dir, self.out_dir, self.ctx = cfg, data_dir, out_dir, ctx
         self._log, self.on_eval = log, on_eval
         self.manifest = read_manifest(data_dir)
@@ -217,7 +315,7 @@ class _Run:
         data_len = int(self.manifest["seq_len"])
         self.seq_len = cfg.seq_len or data_len
         if self.seq_len > data_len or data_len % self.seq_len:
-            raise ValueError(
+            raise TrainConfigError(
                 f"train.seq_len={cfg.seq_len} must divide the dataset's seq_len={data_len} (each window "
                 "is cut into whole training sequences, so no token is dropped); use 0 for the dataset's"
             )
@@ -271,9 +369,196 @@ class _Run:
             "val_loss": [],
             "val_ppl": [],
         }
-        self.start_step, self.resumed_from = 0, None
+        self.losses = _LossBuffer(self.history, ctx.world_size)
+        self.start_step = 0
+        self.resumed_from: str | None = None
+        self.last_val: dict[str, Any] | None = None
 
-    # ------------------------------------------------------------------------------------- helpers
+        # a micro-batch of batch_size windows is batch_size * sequences_per_window training sequences
+        self.tokens_per_step = (
+            cfg.batch_size * self.sequences_per_window * self.seq_len * cfg.grad_accum * ctx.world_size
+        )
+        self.flops_per_token = self.model.flops_per_token(self.seq_len)
+        self.gpu_name = torch.cuda.get_device_name(ctx.device) if self.cuda else None
+        self.peak = peak_bf16_flops(self.gpu_name or "cpu")  # on CPU only CORPUSFORGE_PEAK_FLOPS gives one
+        self.mfu_note = mfu_note(self.gpu_name or "cpu", self.peak)
+
+    # ---------------------------------------------------------------------------------------- loop
+
+    def run(self, prompts, stop_step: int | None, save_final: bool) -> dict[str, Any]:
+        cfg = self.cfg
+        self.resume()
+        end_step = min(cfg.max_steps, stop_step) if stop_step is not None else cfg.max_steps
+        train_model = self._wrap_for_training()
+        self._announce()
+        meter = _Meter(self.tokens_per_step)
+        self.model.train()
+        for step in range(self.start_step, end_step):
+            t0 = time.perf_counter()
+            lr, data_time = self._optimizer_step(train_model, step)
+            meter.step_done(t0, data_time, self._sync)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == end_step:
+                self._log_progress(step, lr, meter, end_step)
+            with meter.pause():  # evaluation and saving are not training throughput
+                self._evaluate_and_checkpoint(step, end_step)
+        return self._finish(meter, end_step, prompts, save_final)
+
+    def _wrap_for_training(self) -> torch.nn.Module:
+        """The module the loop calls: compiled on CUDA if asked, DDP under torchrun."""
+        train_model: Any = self.model
+        if self.cfg.compile and self.cuda:
+            train_model = torch.compile(self.model)
+        elif self.cfg.compile:
+            self.log("compile is CUDA-only; running eager on CPU")
+        if self.ctx.world_size > 1:
+            train_model = DDP(train_model, device_ids=[self.ctx.local_rank] if self.cuda else None)
+        return train_model
+
+    def _announce(self) -> None:
+        device = f"{self.ctx.world_size} x {self.gpu_name or 'cpu'}"
+        mfu = f"MFU against a peak of {self.peak / 1e12:.4g} TFLOP/s" if self.peak else self.mfu_note
+        self.log(
+            f"model {self.cfg.preset}: {self.model.num_params():,} params, seq_len {self.seq_len}, "
+            f"{self.tokens_per_step:,} tokens/step on {device}; {mfu}"
+        )
+
+    def _optimizer_step(self, train_model: torch.nn.Module, step: int) -> tuple[float, float]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns (lr, seconds spent on data)."""
+        cfg, ctx = self.cfg, self.ctx
+        lr = lr_at(
+            step, peak=cfg.lr, warmup=cfg.warmup_steps, max_steps=cfg.max_steps, min_ratio=cfg.min_lr_ratio
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = torch.zeros((), device=ctx.device)
+        data_time = 0.0
+        for micro in range(cfg.grad_accum):
+            td = time.perf_counter()
+            x, y = self._micro_batch(step, micro)
+            data_time += time.perf_counter() - td
+            last_micro = micro == cfg.grad_accum - 1
+            no_sync = train_model.no_sync() if isinstance(train_model, DDP) and not last_micro else None
+            with no_sync or contextlib.nullcontext():
+                with self.autocast():
+                    _, loss = train_model(x, y)
+                (loss / cfg.grad_accum).backward()
+            step_loss += loss.detach()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.losses.add(step_loss / cfg.grad_accum, lr)
+        return lr, data_time
+
+    def _micro_batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of micro-batch ``micro`` of ``step``, on the device."""
+        cfg = self.cfg
+        windows = next(self.loader)
+        gen = None
+        if cfg.objective == "mlm":
+            gen = torch.Generator().manual_seed(_derived_seed(cfg.seed, self.ctx.rank, step, micro))
+        x, y = prepare_batch(
+            windows,
+            objective=cfg.objective,
+            seq_len=self.seq_len,
+            spec=self.spec,
+            generator=gen,
+            mask_prob=cfg.mlm_prob,
+        )
+        return x.to(self.ctx.device, non_blocking=True), y.to(self.ctx.device, non_blocking=True)
+
+    def _log_progress(self, step: int, lr: float, meter: _Meter, end_step: int) -> None:
+        """The log line of step ``step + 1``: loss, lr, tokens/s, MFU (where a peak is known), ETA."""
+        done = step + 1
+        loss = self.losses.flush(step)
+        tps = meter.interval_rate()
+        mfu = model_flops_utilization(self.flops_per_token, tps, self.ctx.world_size, self.peak)
+        eta = meter.eta(end_step - done)
+        line = f"step {done}/{self.cfg.max_steps} | loss {loss:.4f} | lr {lr:.2e}"
+        line += f" | {tps:,.0f} tok/s" if tps else ""
+        line += f" | mfu {100 * mfu:.1f}%" if mfu is not None else ""
+        line += f" | eta {_duration(eta)}" if eta is not None and done < end_step else ""
+        self.log(line)
+        record = {"step": done, "loss": loss, "lr": lr, "tokens_per_s": tps, "mfu": mfu, "eta_s": eta}
+        self._append_log(record)
+        meter.new_interval()
+
+    def _evaluate_and_checkpoint(self, step: int, end_step: int) -> None:
+        """Periodic evaluation (not at ``max_steps``: ``_finish`` does it) and checkpoint (not at the
+        run's last step: ``_finish`` writes that one)."""
+        cfg, done = self.cfg, step + 1
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.max_steps:
+            self.losses.flush(step)
+            self.last_val = self.evaluate(done) or self.last_val
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < end_step:
+            self.losses.flush(step)
+            self.checkpoint(done)
+
+    def _finish(self, meter: _Meter, end_step: int, prompts, save_final: bool) -> dict[str, Any]:
+        self._sync()
+        self.losses.flush(end_step - 1)
+        tps, data_frac = meter.final_rate()
+        self.loader.close()
+        finished = end_step >= self.cfg.max_steps
+        if finished:
+            self.last_val = self.evaluate(end_step) or self.last_val
+        ckpt = self.checkpoint(end_step) if (save_final and end_step > self.start_step) else None
+        summary = self.summary(end_step, tps, data_frac, ckpt)
+        summary["samples"] = self.samples(prompts) if finished else []
+        summary["checkpoint"] = str(ckpt) if ckpt else None
+        if self.ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        return summary
+
+    # ------------------------------------------------------------------------------------- metrics
+
+    def summary(
+        self, end_step: int, tps: float | None, data_frac: float | None, ckpt: Path | None
+    ) -> dict[str, Any]:
+        """The run's summary (``summary.json``; what ``training.progress`` reports to Dagster)."""
+        cfg, ctx, model = self.cfg, self.ctx, self.model
+        losses, last_val = self.history["loss"], self.last_val
+        return {
+            "preset": cfg.preset,
+            "objective": cfg.objective,
+            "params": model.num_params(),
+            "non_embedding_params": model.num_params(exclude_embedding=True),
+            "model_config": self.model_cfg.to_dict(),
+            "seq_len": self.seq_len,
+            "batch_size": cfg.batch_size,
+            "grad_accum": cfg.grad_accum,
+            "world_size": ctx.world_size,
+            "device": ctx.device.type,
+            "gpu_name": self.gpu_name,
+            "precision": "bf16" if self.amp_dtype is not None else "fp32",
+            "compile": bool(cfg.compile and self.cuda),
+            "start_step": self.start_step,
+            "steps": end_step,
+            "resumed_from": self.resumed_from,
+            "tokens_per_step": self.tokens_per_step,
+            "tokens_seen": end_step * self.tokens_per_step,
+            "final_train_loss": losses[-1] if losses else None,
+            "val_loss": last_val["loss"] if last_val else None,
+            "val_ppl": last_val["ppl"] if last_val else None,
+            "tokens_per_s": tps,
+            "tokens_per_s_per_device": tps / ctx.world_size if tps else None,
+            "flops_per_token": self.flops_per_token,
+            "peak_flops": self.peak,
+            "mfu": model_flops_utilization(self.flops_per_token, tps, ctx.world_size, self.peak),
+            "mfu_note": self.mfu_note,
+            "data_time_frac": data_frac,
+            "peak_memory_bytes": _peak_memory(ctx.device),
+            "loss_curve": {k: self.history[k] for k in ("step", "loss", "lr")},
+            "val_curve": {
+                "step": self.history["val_step"],
+                "loss": self.history["val_loss"],
+                "ppl": self.history["val_ppl"],
+            },
+        }
+
+    # ---------------------------------------------------------------------------- helpers, evaluation
 
     def log(self, msg: str) -> None:
         if self.ctx.is_main:
@@ -284,37 +569,9 @@ class _Run:
             return contextlib.nullcontext()
         return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
 
-    def resume(self) -> None:
-        if not self.cfg.resume:
-            self._start_fresh()
-            return
-        ckpt = latest_checkpoint(self.out_dir)
-        if ckpt is None:
-            return
-        saved = read_state(ckpt).get("model_config")
-        if saved != self.model_cfg.to_dict():
-            raise ValueError(
-                f"{ckpt}: checkpoint model {saved} differs from this run's {self.model_cfg.to_dict()}"
-            )
-        doc = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer)
-        self.loader.load_state_dict(doc["reader"])
-        self.start_step = int(doc["step"])
-        self.history = {k: list(v) for k, v in doc.get("history", self.history).items()}
-        self.resumed_from = str(ckpt)
-        self.log(f"resumed from {ckpt} at step {self.start_step}")
-
-    def _start_fresh(self) -> None:
-        """``resume=False``: an earlier run's checkpoints and log in ``out_dir`` are removed, so they can
-        neither be mistaken for this run's nor outrank its checkpoints in retention."""
-        ckpts, log_file = self.out_dir / "checkpoints", self.out_dir / "train_log.jsonl"
-        if not self.ctx.is_main or not (ckpts.exists() or log_file.exists()):
-            return
-        old = sorted(p.name for p in ckpts.glob("step-*")) if ckpts.exists() else []
-        self.log(
-            f"resume is off: removing {len(old)} checkpoint(s) and the log of an earlier run in {self.out_dir}"
-        )
-        shutil.rmtree(ckpts, ignore_errors=True)
-        log_file.unlink(missing_ok=True)
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.ctx.device)
 
     def evaluate(self, step: int) -> dict[str, Any] | None:
         if self.val_ds is None:
@@ -340,12 +597,28 @@ class _Run:
             self.on_eval(step, dict(metrics))
         return metrics
 
+    def samples(self, prompts: list[list[int]] | None) -> list[dict[str, list[int]]]:
+        if not self.model_cfg.causal or not self.ctx.is_main:
+            return []
+        if prompts is None:
+            source = self.val_ds if self.val_ds is not None else self.loader.dataset
+            n = min(2, source.num_sequences)
+            prompts = [row[:16].tolist() for row in source.read(list(range(n)))]
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        out = []
+        for prompt in prompts:
+            ids = generate(self.model, torch.tensor(prompt, dtype=torch.long), 32, 0.8, 50, gen)
+            out.append({"prompt": list(prompt), "completion": ids[len(prompt) :].tolist()})
+        return out
+
+    # ---------------------------------------------------------------------- checkpoints and resume
+
     def checkpoint(self, step: int) -> Path | None:
         if not self.ctx.is_main:
             return None
         state = {
             "model_config": self.model_cfg.to_dict(),
-            "train_config": to_dict(self.cfg),
+            "train_config": dataclasses.asdict(self.cfg),
             "data": {
                 "path": str(self.data_dir),
                 "seq_len": self.seq_len,
@@ -370,216 +643,69 @@ class _Run:
         self.log(f"saved checkpoint {path}")
         return path
 
-    def samples(self, prompts: list[list[int]] | None) -> list[dict[str, list[int]]]:
-        if not self.model_cfg.causal or not self.ctx.is_main:
-            return []
-        if prompts is None:
-            source = self.val_ds if self.val_ds is not None else self.loader.dataset
-            n = min(2, source.num_sequences)
-            prompts = [row[:16].tolist() for row in source.read(list(range(n)))]
-        gen = torch.Generator().manual_seed(self.cfg.seed)
-        out = []
-        for prompt in prompts:
-            ids = generate(self.model, torch.tensor(prompt, dtype=torch.long), 32, 0.8, 50, gen)
-            out.append({"prompt": list(prompt), "completion": ids[len(prompt) :].tolist()})
-        return out
+    def resume(self) -> None:
+        """Continue from ``out_dir``'s latest checkpoint (``resume``), or clear an earlier run."""
+        if not self.cfg.resume:
+            self._start_fresh()
+            return
+        ckpt = latest_checkpoint(self.out_dir)
+        if ckpt is None:
+            self._cut_log(0)  # a run that crashed before its first checkpoint left only log lines
+            return
+        saved = read_state(ckpt)
+        if saved.get("model_config") != self.model_cfg.to_dict():
+            raise ResumeMismatchError(self._mismatch(ckpt, saved))
+        doc = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer)
+        self.loader.load_state_dict(doc["reader"])
+        self.start_step = int(doc["step"])
+        self.history.update({k: list(v) for k, v in doc.get("history", {}).items()})  # in place: shared
+        self.resumed_from = str(ckpt)
+        self._cut_log(self.start_step)
+        self.log(f"resumed from {ckpt} at step {self.start_step}")
 
-    # ---------------------------------------------------------------------------------------- loop
-
-    def run(self, prompts, stop_step: int | None, save_final: bool) -> dict[str, Any]:
-        cfg, ctx = self.cfg, self.ctx
-        self.resume()
-        end_step = min(cfg.max_steps, stop_step) if stop_step is not None else cfg.max_steps
-        model = self.model
-        train_model: torch.nn.Module = model
-        if cfg.compile and self.cuda:
-            train_model = torch.compile(model)
-        elif cfg.compile:
-            self.log("compile is CUDA-only; running eager on CPU")
-        if ctx.world_size > 1:
-            train_model = DDP(train_model, device_ids=[ctx.local_rank] if self.cuda else None)
-
-        # a micro-batch of batch_size windows is batch_size * sequences_per_window training sequences
-        tokens_per_step = (
-            cfg.batch_size * self.sequences_per_window * self.seq_len * cfg.grad_accum * ctx.world_size
+    def _mismatch(self, ckpt: Path, saved: dict[str, Any]) -> str:
+        old, new = saved.get("model_config") or {}, self.model_cfg.to_dict()
+        old_preset = (saved.get("train_config") or {}).get("preset")
+        diffs = [f"preset {old_preset} -> {self.cfg.preset}"] if old_preset != self.cfg.preset else []
+        diffs += [f"{k} {old.get(k)} -> {new.get(k)}" for k in new | old if old.get(k) != new.get(k)]
+        return (
+            f"{self.out_dir} holds a run whose model differs from this one ({', '.join(diffs)}; "
+            f"latest checkpoint {ckpt.name}). To continue that run, use its settings; to start fresh, "
+            "pass --no-resume (config: resume: false), which deletes its checkpoints and log, or use "
+            "another --out directory."
         )
-        flops_per_token = model.flops_per_token(self.seq_len)
-        gpu_name = torch.cuda.get_device_name(ctx.device) if self.cuda else None
-        peak = peak_bf16_flops(gpu_name or "cpu")  # on CPU only CORPUSFORGE_PEAK_FLOPS gives one
+
+    def _start_fresh(self) -> None:
+        """``resume=False``: an earlier run's checkpoints and log in ``out_dir`` are removed, so they can
+        neither be mistaken for this run's nor outrank its checkpoints in retention."""
+        ckpts, log_file = self.out_dir / "checkpoints", self.out_dir / LOG_FILE
+        if not self.ctx.is_main or not (ckpts.exists() or log_file.exists()):
+            return
+        old = sorted(p.name for p in ckpts.glob("step-*")) if ckpts.exists() else []
         self.log(
-            f"model {cfg.preset}: {model.num_params():,} params, seq_len {self.seq_len}, "
-            f"{tokens_per_step:,} tokens/step on {ctx.world_size} x {gpu_name or 'cpu'}"
+            f"resume is off: removing {len(old)} checkpoint(s) and the log of an earlier run in {self.out_dir}"
         )
+        shutil.rmtree(ckpts, ignore_errors=True)
+        log_file.unlink(missing_ok=True)
 
-        pending: list[torch.Tensor] = []
-        pending_lr: list[float] = []
-        timing = {"start": None, "paused": 0.0, "data": 0.0, "tokens": 0, "first_step": 0.0}
-        interval_start, interval_tokens = time.perf_counter(), 0
-        last_val = None
-
-        def sync() -> None:
-            if self.cuda:
-                torch.cuda.synchronize(ctx.device)
-
-        def flush(step: int) -> float:
-            losses = torch.stack(pending).double()
-            if ctx.world_size > 1:
-                dist.all_reduce(losses)
-                losses /= ctx.world_size
-            values = losses.tolist()
-            self.history["step"].extend(range(step - len(values) + 2, step + 2))
-            self.history["loss"].extend(values)
-            self.history["lr"].extend(pending_lr)
-            pending.clear()
-            pending_lr.clear()
-            if not all(math.isfinite(v) for v in values):
-                raise FloatingPointError(f"training loss is not finite at step {step + 1}: {values[-1]}")
-            return values[-1]
-
-        model.train()
-        for step in range(self.start_step, end_step):
-            t0 = time.perf_counter()
-            lr = lr_at(
-                step,
-                peak=cfg.lr,
-                warmup=cfg.warmup_steps,
-                max_steps=cfg.max_steps,
-                min_ratio=cfg.min_lr_ratio,
-            )
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            step_loss = torch.zeros((), device=ctx.device)
-            data_time = 0.0
-            for micro in range(cfg.grad_accum):
-                td = time.perf_counter()
-                windows = next(self.loader)
-                gen = None
-                if cfg.objective == "mlm":
-                    gen = torch.Generator().manual_seed(_derived_seed(cfg.seed, ctx.rank, step, micro))
-                x, y = prepare_batch(
-                    windows,
-                    objective=cfg.objective,
-                    seq_len=self.seq_len,
-                    spec=self.spec,
-                    generator=gen,
-                    mask_prob=cfg.mlm_prob,
-                )
-                x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-                data_time += time.perf_counter() - td
-                last_micro = micro == cfg.grad_accum - 1
-                no_sync = train_model.no_sync() if isinstance(train_model, DDP) and not last_micro else None
-                with no_sync or contextlib.nullcontext():
-                    with self.autocast():
-                        _, loss = train_model(x, y)
-                    (loss / cfg.grad_accum).backward()
-                step_loss += loss.detach()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            pending.append(step_loss / cfg.grad_accum)
-            pending_lr.append(lr)
-            done = step + 1
-
-            if timing["start"] is None:
-                sync()  # the first step (compilation, allocator warm-up) is left out of the throughput
-                timing["start"] = interval_start = time.perf_counter()
-                timing["first_step"] = timing["start"] - t0
-            else:
-                timing["data"] += data_time
-                timing["tokens"] += tokens_per_step
-                interval_tokens += tokens_per_step
-            if done % cfg.log_every == 0 or done == end_step:
-                loss_value = flush(step)
-                elapsed = time.perf_counter() - interval_start
-                tps = interval_tokens / elapsed if interval_tokens else None
-                mfu = model_flops_utilization(flops_per_token, tps, ctx.world_size, peak)
-                line = f"step {done}/{cfg.max_steps} | loss {loss_value:.4f} | lr {lr:.2e}"
-                line += f" | {tps:,.0f} tok/s" if tps else ""
-                line += f" | mfu {100 * mfu:.1f}%" if mfu is not None else ""
-                self.log(line)
-                self._append_log(
-                    {"step": done, "loss": loss_value, "lr": lr, "tokens_per_s": tps, "mfu": mfu}
-                )
-                interval_start, interval_tokens = time.perf_counter(), 0
-            paused = time.perf_counter()
-            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.max_steps:
-                if pending:
-                    flush(step)
-                last_val = self.evaluate(done) or last_val
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < end_step:
-                if pending:
-                    flush(step)
-                self.checkpoint(done)
-            pause = time.perf_counter() - paused  # evaluation and saving are not training throughput
-            timing["paused"] += pause
-            interval_start += pause
-
-        sync()
-        if pending:
-            flush(end_step - 1)
-        steady = (
-            time.perf_counter() - timing["start"] - timing["paused"] if timing["start"] is not None else 0.0
-        )
-        self.loader.close()
-        finished = end_step >= cfg.max_steps
-        if finished:
-            last_val = self.evaluate(end_step) or last_val
-        ckpt = self.checkpoint(end_step) if (save_final and end_step > self.start_step) else None
-
-        if timing["tokens"] and steady > 0:
-            tps, data_frac = timing["tokens"] / steady, timing["data"] / steady
-        elif timing["first_step"] > 0:
-            tps, data_frac = tokens_per_step / timing["first_step"], None
-        else:
-            tps, data_frac = None, None
-        mfu = model_flops_utilization(flops_per_token, tps, ctx.world_size, peak)
-        losses = self.history["loss"]
-        summary = {
-            "preset": cfg.preset,
-            "objective": cfg.objective,
-            "params": model.num_params(),
-            "non_embedding_params": model.num_params(exclude_embedding=True),
-            "model_config": self.model_cfg.to_dict(),
-            "seq_len": self.seq_len,
-            "batch_size": cfg.batch_size,
-            "grad_accum": cfg.grad_accum,
-            "world_size": ctx.world_size,
-            "device": ctx.device.type,
-            "gpu_name": gpu_name,
-            "precision": "bf16" if self.amp_dtype is not None else "fp32",
-            "compile": bool(cfg.compile and self.cuda),
-            "start_step": self.start_step,
-            "steps": end_step,
-            "resumed_from": self.resumed_from,
-            "tokens_per_step": tokens_per_step,
-            "tokens_seen": end_step * tokens_per_step,
-            "final_train_loss": losses[-1] if losses else None,
-            "val_loss": last_val["loss"] if last_val else None,
-            "val_ppl": last_val["ppl"] if last_val else None,
-            "tokens_per_s": tps,
-            "tokens_per_s_per_device": tps / ctx.world_size if tps else None,
-            "flops_per_token": flops_per_token,
-            "peak_flops": peak,
-            "mfu": mfu,
-            "data_time_frac": data_frac,
-            "peak_memory_bytes": _peak_memory(ctx.device),
-            "loss_curve": {k: self.history[k] for k in ("step", "loss", "lr")},
-            "val_curve": {
-                "step": self.history["val_step"],
-                "loss": self.history["val_loss"],
-                "ppl": self.history["val_ppl"],
-            },
-            "samples": self.samples(prompts) if finished else [],
-            "checkpoint": str(ckpt) if ckpt else None,
-        }
-        if ctx.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        return summary
+    def _cut_log(self, step: int) -> None:
+        """Drop ``train_log.jsonl`` records after ``step`` (and a torn last line): they are replayed."""
+        file = self.out_dir / LOG_FILE
+        if not self.ctx.is_main or not file.is_file():
+            return
+        kept = []
+        for line in file.read_text(encoding="utf-8").splitlines():
+            try:
+                if int(json.loads(line)["step"]) <= step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+        tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, file)
 
     def _append_log(self, record: dict[str, Any]) -> None:
         if self.ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / "train_log.jsonl", "a", encoding="utf-8") as fh:
+            with open(self.out_dir / LOG_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")

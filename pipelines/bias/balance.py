@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipelines.bias.sampling import hash_unit
+from pipelines.hashing import hash_unit
 
 
 @dataclass(frozen=True)
@@ -83,4 +83,4 @@ def keep_document(doc_id: str, source: str, probs: Mapping[str, float], seed: in
     p = probs.get(source, 1.0)
     if p >= 1.0:
         return True
-    return hash_unit("balance", seed, source, doc_id) < p
+    return hash_unit(b"", "balance", seed, source, doc_id) < p

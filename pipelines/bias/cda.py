@@ -26,7 +26,7 @@ import re
 from functools import lru_cache
 
 from pipelines.bias.lexicon import LexiconError, cda_pairs
-from pipelines.bias.sampling import hash_unit
+from pipelines.hashing import hash_unit
 from pipelines.tokens.splits import DERIVED_SEP
 
 CDA_TAG = "cda:gender-swap"
@@ -79,7 +79,8 @@ def _match_case(source: str, word: str) -> str:
 
 def _object_use(text: str, end: int) -> bool:
     """True if the token after ``end`` suggests object / possessive-pronoun use of her/his."""
-    nxt = _NEXT_RE.match(text, end).group(1)
+    match = _NEXT_RE.match(text, end)  # always matches: every part is optional
+    nxt = match.group(1) if match else None
     if nxt is None or not nxt[0].isalpha():
         return True
     return nxt.lower() in _OBJECT_CONTEXT
@@ -140,7 +141,7 @@ def select_for_cda(doc_id: str, fraction: float, seed: int) -> bool:
     """Deterministically pick about ``fraction`` of documents (by a hash of seed and id) for CDA."""
     if fraction <= 0:
         return False
-    return fraction >= 1 or hash_unit("cda", seed, doc_id) < fraction
+    return fraction >= 1 or hash_unit(b"", "cda", seed, doc_id) < fraction
 
 
 def counterfactual_id(doc_id: str) -> str:

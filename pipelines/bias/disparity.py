@@ -10,8 +10,8 @@ Rules reported per stage: every reason seen, ``<prefix>:*`` for a reason prefix 
 (all ``gopher_quality:...`` together), and ``*`` (removed for any reason). Axes: every axis of the
 lexicon plus ``any`` (mentions at least one axis).
 
-The accumulator is plain dicts and counts, so it merges by addition (``merge_accumulators``,
-``DisparityCombineFn``).
+The accumulator is plain dicts and counts, so it merges by addition (``merge_accumulators``; the Beam
+combiner is ``beam_combiners.DisparityCombineFn``). Pure: no Beam, no I/O.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-import apache_beam as beam
 
 from pipelines.bias.lexicon import AXES
 from pipelines.bias.representation import mentioned_axes
@@ -97,7 +95,7 @@ def _z_two_proportions(x1: int, n1: int, x2: int, n2: int) -> float | None:
 
 def _rules(removed: Mapping[str, int], removed_mention: Mapping[tuple[str, str], int]):
     """(rule, removed count, {axis: removed count among mentioning docs}) for reasons, prefixes and '*'."""
-    per_reason = {r: (n, {}) for r, n in removed.items()}
+    per_reason: dict[str, tuple[int, dict[str, Any]]] = {r: (n, {}) for r, n in removed.items()}
     for (reason, axis), n in removed_mention.items():
         per_reason[reason][1][axis] = n
     groups: dict[str, list[str]] = {}
@@ -152,34 +150,3 @@ def disparity_rows(acc: Accumulator, axes: Iterable[str] | None = None) -> list[
                     }
                 )
     return rows
-
-
-def _as_record(element: Any) -> tuple[str, Iterable[str], str | None]:
-    if isinstance(element, Mapping):
-        if "axes" in element:
-            return element["stage"], element["axes"], element.get("reason")
-        axes = mentioned_axes(element["text"], element.get("lang"))
-        return element["stage"], axes, element.get("reason")
-    stage, axes, reason = element
-    return stage, axes, reason
-
-
-class DisparityCombineFn(beam.CombineFn):
-    """Beam combiner over per-document records; output: ``disparity_rows`` of the total.
-
-    Elements: ``(stage, axes, reason)`` tuples, or mappings with ``stage``, ``reason`` and either
-    ``axes`` or ``text`` (+ optional ``lang``), in which case the axes are detected here.
-    """
-
-    def create_accumulator(self) -> Accumulator:
-        return new_accumulator()
-
-    def add_input(self, accumulator: Accumulator, element: Any) -> Accumulator:
-        stage, axes, reason = _as_record(element)
-        return add_document(accumulator, stage, axes, reason)
-
-    def merge_accumulators(self, accumulators: Iterable[Accumulator]) -> Accumulator:
-        return merge_accumulators(*accumulators)
-
-    def extract_output(self, accumulator: Accumulator) -> list[dict[str, Any]]:
-        return disparity_rows(accumulator)

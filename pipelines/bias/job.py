@@ -22,9 +22,9 @@ Per document of the committed ``dedup`` stage, in this order:
    ``counterfactual_of`` in its meta. A document without any swappable word gets no copy.
 
 Every document also sends a small statistics record to ``BiasStatsCombineFn`` (score histogram,
-flagged and removed lines, flagged terms, per-source characters); the result is written to
-``reports/bias_stats.json`` in the version directory and copied into the manifest (``toxicity``,
-``balance``).
+flagged and removed lines, flagged terms, per-source characters). The combined result and the
+balancing plan are the statistics ``bias_stats`` and ``balance_plan`` (``beam_stage.WriteStat``), which
+the driver copies into the manifest (``toxicity``, ``balance``).
 """
 
 from __future__ import annotations
@@ -33,29 +33,33 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 
 from pipelines import schemas, storage
-from pipelines.beam_stage import StageResult, WriteShardsFn, counter, read_shard, run_downstream_stage
+from pipelines.beam_stage import (
+    WriteShardsFn,
+    WriteStat,
+    counter,
+    read_shard,
+    read_stat,
+    run_downstream_stage,
+    stat_path,
+)
 from pipelines.bias.balance import keep_document, plan_balance
 from pipelines.bias.cda import CDA_TAG, counterfactual_id, gender_swap, select_for_cda
 from pipelines.bias.lexicon import AXES, data_version, normalize_lang
 from pipelines.bias.representation import analyze, axis_signals, mentioned_axes
 from pipelines.bias.toxicity import apply_policy
-from pipelines.config import BiasConfig, CorpusforgeConfig, OutputConfig, to_dict
+from pipelines.config import BiasConfig, OutputConfig, to_dict
 from pipelines.reports import stage_stats
+from pipelines.stage import StageJob, StageResult
 
-STAGE = "filtered"
-UPSTREAM = "dedup"
-UPSTREAM_ASSET = "deduplicated_documents"
 REASON_BALANCE = "balance:source-cap"
 ADDED_TAG = "added:cda"
-REPORTS_DIR = "reports"
-STATS_FILE = "bias_stats.json"
-PLAN_FILE = "balance_plan.json"
+STATS = "bias_stats"  # statistic names (beam_stage.WriteStat / read_stat)
+PLAN = "balance_plan"
 # Upper edges of the toxicity score histogram (weighted flagged terms per 1,000 units); 0 has its own bin.
 SCORE_EDGES = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 TOP_TERMS = 50
@@ -213,7 +217,7 @@ class BiasFn(beam.DoFn):
         else:
             self.removed.inc()
             counter(f"bias.removed.{outcome.reason}").inc()
-            row = schemas.removal_from_document(doc, STAGE, outcome.reason or "unknown", outcome.detail)
+            row = schemas.removal_from_document(doc, outcome.reason or "unknown", outcome.detail)
             yield beam.pvalue.TaggedOutput("ledger", (split, row))
         yield beam.pvalue.TaggedOutput("stats", outcome.record)
 
@@ -336,11 +340,6 @@ def balance_summary(plan: Mapping[str, Any], sources: Mapping[str, Mapping[str, 
     }
 
 
-def write_json(obj: Any, path: str) -> None:
-    """Map body: write a small result atomically (the driver folds it into the manifest)."""
-    storage.atomic_write_json(path, obj)
-
-
 # --------------------------------------------------------------------------------------------------
 # pipeline and stage
 
@@ -352,11 +351,11 @@ def build_pipeline(
     out_dir: str,
     output: OutputConfig,
 ) -> Any:
-    """``shards -> BiasFn -> documents + ledger shards``, the statistics file and, when balancing, the
-    per-source totals side branch. Returns the tagged outputs of ``BiasFn``."""
+    """``shards -> BiasFn -> documents + ledger shards``, the ``bias_stats`` statistic and, when
+    balancing, the per-source totals side branch (statistic ``balance_plan``). Returns the tagged
+    outputs of ``BiasFn``."""
     # beam.Create of more than one element ends in a Reshuffle, so the splits spread over the workers
     # and each split is read, filtered and written inside one fused stage.
-    reports = f"{out_dir}/{REPORTS_DIR}"
     side: dict[str, Any] = {}
     if cfg.max_source_fraction < 1.0:
         plan = (
@@ -367,7 +366,7 @@ def build_pipeline(
             | "Totals" >> beam.combiners.ToDict()
             | "Plan" >> beam.Map(balance_plan, cfg.max_source_fraction)
         )
-        _ = plan | "WritePlan" >> beam.Map(write_json, f"{reports}/{PLAN_FILE}")
+        _ = plan | WriteStat(out_dir, PLAN)
         side["plan"] = beam.pvalue.AsSingleton(plan)
     outputs = (
         pipeline
@@ -381,47 +380,39 @@ def build_pipeline(
     _ = outputs.ledger | "WriteLedger" >> beam.ParDo(
         WriteShardsFn(f"{out_dir}/ledger", schemas.LEDGER, output)
     )
-    _ = (
-        outputs.stats
-        | "Stats" >> beam.CombineGlobally(BiasStatsCombineFn())
-        | "WriteStats" >> beam.Map(write_json, f"{reports}/{STATS_FILE}")
-    )
+    _ = outputs.stats | "Stats" >> beam.CombineGlobally(BiasStatsCombineFn()) | WriteStat(out_dir, STATS)
     return outputs
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RuntimeError(f"{path} was not written by the pipeline")
-    return json.loads(path.read_text())
+def _required_stat(version: storage.StageVersion, name: str) -> dict[str, Any]:
+    value = read_stat(version, name)
+    if value is None:
+        raise RuntimeError(f"{stat_path(version.path, name)} was not written by the pipeline")
+    return value
 
 
-def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> StageResult:
-    """Filter the committed ``dedup`` stage into a new ``filtered`` version."""
+def run(job: StageJob) -> StageResult:
+    """Filter the job's upstream (deduplicated) documents into a new version."""
+    cfg = job.cfg
     lexicons = data_version()
-    balancing = cfg.bias.max_source_fraction < 1.0
+    balancing = cfg.filtered.max_source_fraction < 1.0
 
     def finalize(
         version: storage.StageVersion, counters: dict, entries: dict, up_docs: dict
     ) -> dict[str, Any]:
-        reports = version.path / REPORTS_DIR
-        toxicity = _read_json(reports / STATS_FILE)
+        toxicity = _required_stat(version, STATS)
         sources = toxicity.pop("sources")
         extra: dict[str, Any] = {"stats": stage_stats(entries, up_docs), "toxicity": toxicity}
         extra["lexicon_version"] = lexicons
         if balancing:
-            extra["balance"] = balance_summary(_read_json(reports / PLAN_FILE), sources)
+            extra["balance"] = balance_summary(_required_stat(version, PLAN), sources)
         return extra
 
     return run_downstream_stage(
-        cfg,
-        stage=STAGE,
-        upstream_stage=UPSTREAM,
-        asset_hint=UPSTREAM_ASSET,
-        section={"bias": to_dict(cfg.bias)},
-        build=lambda p, splits, v: build_pipeline(p, splits, cfg.bias, str(v.path), cfg.output),
+        job,
+        section={job.name: to_dict(cfg.filtered)},
+        build=lambda p, splits, v: build_pipeline(p, splits, cfg.filtered, str(v.path), cfg.output),
         finalize=finalize,
-        options=options,
-        reuse=reuse,
         fingerprint_extra=(lexicons,),
         config_extra={"lexicon_version": lexicons},
     )

@@ -1,7 +1,9 @@
 """Bias report job (stage ``bias_report``): representation statistics and the filter disparity table.
 
-One Beam pipeline that reads committed shards (never the driver) and writes ``report.json`` into a new
-``bias_report`` version (same CURRENT / ``_SUCCESS`` protocol as every stage, no shards):
+One Beam pipeline that reads committed shards (never the driver) and writes the report document
+(``report_doc.assemble_report``) as the statistic ``report`` (``_stats/report.json``, see
+``beam_stage.WriteStat``) of a new ``bias_report`` version (same CURRENT / ``_SUCCESS`` protocol as every
+stage, no shards):
 
 * **Representation** (``RepresentationCombineFn``) of the bias stage's input (``dedup``) and output
   (``filtered``): pronoun and gendered-noun counts, documents per identity axis, and co-occurrence of
@@ -19,7 +21,6 @@ missing (never materialized, pruned) is skipped with a note in the report, never
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,30 +28,19 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines import storage
-from pipelines.beam_stage import StageResult, read_shard, run_stage, shard_splits
-from pipelines.bias import job
-from pipelines.bias.disparity import DisparityCombineFn
+from pipelines.beam_stage import STATS_DIR, WriteStat, read_shard, read_stat, run_stage, shard_splits
+from pipelines.bias.beam_combiners import DisparityCombineFn, RepresentationCombineFn
 from pipelines.bias.lexicon import AXES, data_version, has_cjk
-from pipelines.bias.representation import (
-    RepresentationCombineFn,
-    axes_from_signals,
-    count_representation,
-    mentioned_axes,
-    summarize,
-)
-from pipelines.config import CorpusforgeConfig, fingerprint
+from pipelines.bias.report_doc import assemble_report
+from pipelines.bias.representation import axes_from_signals, count_representation, mentioned_axes
+from pipelines.config import fingerprint
+from pipelines.stage import StageJob, StageResult
 
-STAGE = "bias_report"
-REPORT_FILE = "report.json"
-# Curation stages, newest first: (stage, its upstream stage, whether its filter disparity is measured).
-LINEAGE = (
-    ("filtered", "dedup", True),
-    ("dedup", "clean", True),
-    ("clean", "raw", True),
-    ("raw", None, False),
-)
-# Representation is measured on the bias stage's input and output.
-REPRESENTATION = (("before", job.UPSTREAM), ("after", job.STAGE))
+REPORT_STAT = "report"
+REPORT_FILE = f"{STATS_DIR}/{REPORT_STAT}.json"  # relative to the version directory
+# A lineage is the curation chain newest first: (stage, its upstream stage or None, whether its
+# filter disparity is measured); the report job gets it, and the representation stages, as params.
+Lineage = tuple[tuple[str, str | None, bool], ...]
 DOC_COLUMNS = ["id", "text", "lang", "signals"]
 
 
@@ -73,11 +63,12 @@ def _complete(data_dir: str, stage: str, name: str) -> storage.StageVersion | No
     return version if (version.path / storage.SUCCESS).is_file() else None
 
 
-def plan_report(data_dir: str) -> ReportPlan:
-    """Walk the lineage from the newest committed curation stage (see the module docstring)."""
+def plan_report(data_dir: str, lineage: Lineage, representation: tuple[tuple[str, str], ...]) -> ReportPlan:
+    """Walk ``lineage`` from the newest committed curation stage (see the module docstring);
+    ``representation`` is ``(label, stage)`` pairs, e.g. the bias stage's input and output."""
     plan = ReportPlan()
     child: tuple[str, storage.StageVersion] | None = None  # newest stage found so far and its version
-    for stage, upstream, measured in LINEAGE:
+    for stage, upstream, measured in lineage:
         version: storage.StageVersion | None = None
         if child is None:
             try:
@@ -113,7 +104,7 @@ def plan_report(data_dir: str) -> ReportPlan:
             plan.notes.append(
                 f"disparity of {stage}: its {upstream} input {up_name or '(none)'} is not available"
             )
-    for label, stage in REPRESENTATION:
+    for label, stage in representation:
         if stage in plan.versions:
             plan.representation[label] = stage
         else:
@@ -173,57 +164,9 @@ def join_records(element: tuple[str, Mapping[str, Any]], stage: str) -> Iterator
         yield stage, axes, (reasons[0] if reasons else None)
 
 
-# --------------------------------------------------------------------------------------------------
-# report assembly (small data)
-
-
-def cooccurrence_rows(counts: Mapping[str, int]) -> list[dict[str, Any]]:
-    """Per axis: lines mentioning it, of those lines holding a flagged term, and the rate against all lines."""
-    summary = summarize(counts)
-    base = summary["flagged_line_rate.all"]
-    rows = []
-    for axis in AXES:
-        rate = summary[f"flagged_line_rate.{axis}"]
-        rows.append(
-            {
-                "axis": axis,
-                "lines_mentioning": int(counts.get(f"lines.axis.{axis}", 0)),
-                "lines_mentioning_flagged": int(counts.get(f"lines.axis.{axis}.flagged", 0)),
-                "flagged_rate": rate,
-                "flagged_rate_all_lines": base,
-                "ratio": rate / base if rate is not None and base else None,
-            }
-        )
-    return rows
-
-
-def assemble_report(parts: Mapping[str, Any], static: Mapping[str, Any]) -> dict[str, Any]:
-    """The report document from the pipeline's keyed results and the driver's plan."""
-    report: dict[str, Any] = {**static, "representation": {}, "cooccurrence": {}}
-    for label, stage in static["representation_stages"].items():
-        counts = parts.get(f"representation.{label}") or {}
-        report["representation"][label] = {
-            "stage": stage,
-            "version": static["inputs"][stage],
-            "counts": counts,
-            "summary": summarize(counts),
-        }
-        report["cooccurrence"][label] = cooccurrence_rows(counts)
-    report["disparity"] = {
-        "stages": static["disparity_stages"],
-        "rows": parts.get("disparity") or [],
-        "unmatched_ledger_rows": parts.get("unmatched") or {},
-    }
-    return report
-
-
-def write_report(parts: Mapping[str, Any], path: str, static: Mapping[str, Any]) -> None:
-    """Map body: assemble and write ``report.json`` atomically."""
-    storage.atomic_write_json(path, assemble_report(parts, static))
-
-
-def build_report(pipeline: beam.Pipeline, plan: ReportPlan, out_path: str) -> None:
-    """The report pipeline: one read per needed version, combiners, one small write."""
+def build_report(pipeline: beam.Pipeline, plan: ReportPlan, out_dir: str) -> None:
+    """The report pipeline: one read per needed version, combiners, and the ``report`` statistic of
+    the version directory ``out_dir``."""
     # every result is a small (key, value) pair; the plan's notes make sure Flatten has an input
     parts = [pipeline | "Static" >> beam.Create([("notes", plan.notes)])]
     axes_by_stage: dict[str, Any] = {}
@@ -298,16 +241,20 @@ def build_report(pipeline: beam.Pipeline, plan: ReportPlan, out_path: str) -> No
         tuple(parts)
         | "AllParts" >> beam.Flatten()
         | "Parts" >> beam.combiners.ToDict()
-        | "WriteReport" >> beam.Map(write_report, out_path, static)
+        | "Assemble" >> beam.Map(assemble_report, static)
+        | WriteStat(out_dir, REPORT_STAT)
     )
 
 
-def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> StageResult:
-    """Measure the committed curation stages into a new ``bias_report`` version (``report.json``)."""
-    data_dir = cfg.paths.data_dir
-    plan = plan_report(data_dir)
+def run(job: StageJob) -> StageResult:
+    """Measure the committed curation stages into a new version (``report.json``).
+
+    ``job.params``: ``lineage`` (see :data:`Lineage`) and ``representation`` (label, stage) pairs.
+    """
+    data_dir = job.data_dir
+    plan = plan_report(data_dir, job.params["lineage"], job.params["representation"])
     lexicons = data_version()
-    fp = fingerprint(STAGE, plan.inputs, lexicons)
+    fp = fingerprint(job.name, plan.inputs, lexicons)
 
     def finalize(version: storage.StageVersion, counters: dict, entries: dict) -> dict[str, Any]:
         report = load_report(version)
@@ -319,23 +266,25 @@ def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> StageRe
         }
 
     return run_stage(
-        stage=STAGE,
+        stage=job.name,
         data_dir=data_dir,
         fp=fp,
         config={"lexicon_version": lexicons},
         upstream=plan.inputs,
-        output=cfg.output,
-        build=lambda p, v: build_report(p, plan, str(v.path / REPORT_FILE)),
-        options=options,
+        output=job.cfg.output,
+        build=lambda p, v: build_report(p, plan, str(v.path)),
+        options=job.options,
         kinds=(),
         finalize=finalize,
-        reuse=reuse,
+        reuse=job.reuse,
     )
 
 
 def load_report(version: storage.StageVersion) -> dict[str, Any]:
-    """The ``report.json`` of a ``bias_report`` version."""
-    path = version.path / REPORT_FILE
-    if not path.is_file():
-        raise storage.StageNotFoundError(f"{path} is missing: the bias report version is incomplete")
-    return json.loads(path.read_text())
+    """The report document of a ``bias_report`` version (its ``report`` statistic)."""
+    report = read_stat(version, REPORT_STAT)
+    if report is None:
+        raise storage.StageNotFoundError(
+            f"{version.path / REPORT_FILE} is missing: the bias report version is incomplete"
+        )
+    return report

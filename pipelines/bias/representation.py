@@ -1,7 +1,8 @@
 """Demographic representation counts of documents (Llama 2 §4.1-style data-card statistics).
 
 ``count_representation`` returns a flat ``dict[str, int]`` per document, so corpus totals are plain sums
-(``merge_counts``, ``RepresentationCombineFn``). Keys:
+(``merge_counts``; the Beam combiner is ``beam_combiners.RepresentationCombineFn``). Pure: no Beam, no
+I/O. Keys:
 
 * ``docs``, ``units``, ``lines``, ``lines.flagged`` — document, unit (word / CJK character), line counts,
   and lines with at least one flagged (toxicity) term;
@@ -24,9 +25,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import apache_beam as beam
 
 from pipelines.bias.lexicon import (
     AXES,
@@ -144,38 +142,3 @@ def summarize(counts: Mapping[str, int]) -> dict[str, float | None]:
         )
     out["flagged_line_rate.all"] = share(counts.get("lines.flagged", 0), counts.get("lines", 0))
     return out
-
-
-def _document_counts(element: Any) -> dict[str, int]:
-    if isinstance(element, Mapping):
-        if "text" in element:
-            return count_representation(element["text"], element.get("lang"))
-        return dict(element)  # already a count dict
-    text, lang = element
-    return count_representation(text, lang)
-
-
-class RepresentationCombineFn(beam.CombineFn):
-    """Corpus-level representation counts.
-
-    Input elements: document rows (mappings with ``text`` and optional ``lang``), ``(text, lang)``
-    tuples, or count dicts from ``count_representation``. Output: the summed count dict, keys sorted.
-    """
-
-    def create_accumulator(self) -> dict[str, int]:
-        return {}
-
-    def add_input(self, accumulator: dict[str, int], element: Any) -> dict[str, int]:
-        for key, value in _document_counts(element).items():
-            accumulator[key] = accumulator.get(key, 0) + value
-        return accumulator
-
-    def merge_accumulators(self, accumulators: Iterable[dict[str, int]]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for acc in accumulators:
-            for key, value in acc.items():
-                out[key] = out.get(key, 0) + value
-        return out
-
-    def extract_output(self, accumulator: dict[str, int]) -> dict[str, int]:
-        return dict(sorted(accumulator.items()))

@@ -2,12 +2,13 @@
 
 Normal form with the defaults (``lowercase`` and ``strip_punct``): the canonical shingle text of
 ``shingles.shingle_layout`` (NFKC, casefold, punctuation and symbols separate words, whitespace
-collapsed, whitespace between CJK characters ignored), so ``DedupDecisions`` gets the key from the
-same pass that shingles the text. With either option off: ``pipelines.text.normalize.normalize_for_hash``
-(NFKC; casefold when ``lowercase``; control/format characters, and with ``strip_punct`` punctuation
-and symbols, removed; whitespace collapsed). The key is the 16-byte BLAKE2b of the UTF-8 result. One
-survivor per group by the rule of ``survivor.py``; records are ``decision`` dicts with kind
-``"exact"`` (groups of two or more) or ``"unique"``.
+collapsed, whitespace between CJK characters ignored), so ``beam_decisions.DedupDecisions`` gets the
+key from the same pass that shingles the text. With either option off:
+``pipelines.text.normalize.normalize_for_hash`` (NFKC; casefold when ``lowercase``; control/format
+characters, and with ``strip_punct`` punctuation and symbols, removed; whitespace collapsed). The key
+is the 16-byte BLAKE2b of the UTF-8 result. One survivor per group by the rule of ``survivor.py``;
+records are ``decision`` dicts with kind ``"exact"`` (groups of two or more) or ``"unique"``. Pure (the
+Beam transform is ``beam_exact.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from typing import Any
-
-import apache_beam as beam
 
 from pipelines.dedup.shingles import canonical_body, segments
 from pipelines.dedup.survivor import choose_survivor, decision
@@ -44,7 +43,8 @@ def group_key(key: bytes | None, doc_id: str) -> bytes:
     return key if key is not None else b"id:" + doc_id.encode()
 
 
-def _group_decisions(members: Iterable[tuple[str, float | None, int]]) -> list[dict[str, Any]]:
+def group_decisions(members: Iterable[tuple[str, float | None, int]]) -> list[dict[str, Any]]:
+    """Decisions for the ``(doc_id, quality, length)`` members of one exact group."""
     members = list(members)
     survivor = choose_survivor(members)
     kind = "exact" if len(members) > 1 else "unique"
@@ -54,34 +54,10 @@ def _group_decisions(members: Iterable[tuple[str, float | None, int]]) -> list[d
 def exact_duplicates_local(
     docs: Iterable[tuple[str, str, float | None]], lowercase: bool = True, strip_punct: bool = True
 ) -> list[dict[str, Any]]:
-    """Single-process ``ExactDuplicates``: decisions for ``(doc_id, text, quality)``, sorted by doc id."""
+    """Single-process ``beam_exact.ExactDuplicates``: decisions for ``(doc_id, text, quality)``, by doc id."""
     groups: dict[bytes, list[tuple[str, float | None, int]]] = {}
     for doc_id, text, quality in docs:
         key = group_key(exact_key(text, lowercase, strip_punct), doc_id)
         groups.setdefault(key, []).append((doc_id, quality, len(text)))
-    out = [d for members in groups.values() for d in _group_decisions(members)]
+    out = [d for members in groups.values() for d in group_decisions(members)]
     return sorted(out, key=lambda d: d["doc_id"])
-
-
-class ExactDuplicates(beam.PTransform):
-    """PCollection of ``(doc_id, text, quality)`` -> one decision dict per document.
-
-    Only ``(hash, (doc_id, quality, length))`` tuples are shuffled, never the texts.
-    """
-
-    def __init__(self, lowercase: bool = True, strip_punct: bool = True) -> None:
-        super().__init__()
-        self._lowercase = lowercase
-        self._strip_punct = strip_punct
-
-    def expand(self, docs):
-        lowercase, strip_punct = self._lowercase, self._strip_punct
-        return (
-            docs
-            | "KeyByTextHash"
-            >> beam.Map(
-                lambda d: (group_key(exact_key(d[1], lowercase, strip_punct), d[0]), (d[0], d[2], len(d[1])))
-            )
-            | "GroupByHash" >> beam.GroupByKey()
-            | "Survivor" >> beam.FlatMap(lambda kv: _group_decisions(kv[1]))
-        )

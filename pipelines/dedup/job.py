@@ -10,26 +10,35 @@ Pipeline (every shuffle carries ids, hashes or signatures; texts are read twice 
    reason ``exact-duplicate`` / ``near-duplicate``, every decision to the ``clusters`` table.
 
 Outputs per split depend only on the split's documents and the global decisions, so shards are
-identical for any number of workers. Cluster-size histogram and example clusters go to the manifest.
+identical for any number of workers. The cluster-size histogram, example clusters, the audit of the
+written cluster table, the changed edges per connected-components round and the undecided documents
+are statistics (``beam_stage.WriteStat``, one combined element each) that ``_finalize`` copies into the
+manifest; no statistic is read from Beam counters.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 
 from pipelines import schemas, storage
-from pipelines.beam_stage import WriteShardsFn, counter, read_shard, run_downstream_stage
+from pipelines.beam_stage import (
+    WriteShardsFn,
+    WriteStat,
+    counter,
+    read_shard,
+    read_stat,
+    run_downstream_stage,
+)
 from pipelines.config import CorpusforgeConfig, to_dict
-from pipelines.dedup.components import NAMESPACE as CC_NAMESPACE
-from pipelines.dedup.decisions import DedupDecisions
+from pipelines.dedup.audit import AUDIT, audit_summary, cluster_flags, cluster_row_counts
+from pipelines.dedup.beam_decisions import DedupDecisions
+from pipelines.dedup.components import rounds_needed
 from pipelines.dedup.lsh import lsh_params
+from pipelines.stage import StageJob, StageResult
 
-STAGE = "dedup"
-UPSTREAM = "clean"
 EXAMPLE_CLUSTERS = 3
 EXAMPLE_MEMBERS = 4  # the survivor and the first removed members by id, per example cluster
 EXAMPLE_CHARS = 400
@@ -43,8 +52,9 @@ def _as_input(element: tuple[str, dict]) -> tuple[str, str, Any]:
 class FilterShardFn(beam.DoFn):
     """``(split, {shard: [path], decisions: [...]})`` -> kept documents, ledger rows, cluster rows.
 
-    A document with no decision (cannot happen unless the pipeline is broken) is kept and counted
-    under ``dedup.undecided`` so the conservation check still balances and the problem is visible.
+    A document with no decision (cannot happen unless the pipeline is broken) is kept, and its id
+    goes to the ``undecided`` output (the ``undecided`` statistic), so the conservation check still
+    balances and the problem is visible.
     """
 
     def __init__(self, examples: bool = True) -> None:
@@ -52,7 +62,6 @@ class FilterShardFn(beam.DoFn):
         self.kept = counter("dedup.kept")
         self.exact = counter("dedup.removed.exact-duplicate")
         self.near = counter("dedup.removed.near-duplicate")
-        self.undecided = counter("dedup.undecided")
 
     def process(self, element: tuple[str, dict[str, list]], example_ids: list[str]) -> Iterator[Any]:
         split, grouped = element
@@ -62,7 +71,7 @@ class FilterShardFn(beam.DoFn):
             for _, doc in read_shard((split, path)):
                 d = decisions.get(doc["id"])
                 if d is None:
-                    self.undecided.inc()
+                    yield beam.pvalue.TaggedOutput("undecided", doc["id"])
                     yield beam.pvalue.TaggedOutput("documents", (split, doc))
                     continue
                 yield beam.pvalue.TaggedOutput("clusters", (split, d))
@@ -85,70 +94,47 @@ class FilterShardFn(beam.DoFn):
                 reason = "exact-duplicate" if d["kind"] == "exact" else "near-duplicate"
                 (self.exact if reason == "exact-duplicate" else self.near).inc()
                 detail = f"duplicate of {d['cluster_id']} (estimated Jaccard {d['similarity']:.3f})"
-                row = schemas.removal_from_document(doc, STAGE, reason, detail)
+                row = schemas.removal_from_document(doc, reason, detail)
                 yield beam.pvalue.TaggedOutput("ledger", (split, row))
 
 
-AUDIT = ("clusters", "no_survivor", "two_survivors", "survivor_not_cluster_id")
-
-
-class AuditClustersFn(beam.DoFn):
-    """``(cluster_id, (kept rows, kept rows whose doc_id is the cluster_id))`` -> audit counters.
+class AuditClusters(beam.PTransform):
+    """``(split, cluster row)`` -> one element: the cluster audit (``audit.AUDIT`` counts).
 
     Runs on the cluster rows as written, so the asset check reads an audit of the output, computed
     per cluster across workers (no process holds the cluster table).
     """
 
-    def __init__(self) -> None:
-        self.counters = {name: counter(f"dedup.audit.{name}") for name in AUDIT}
-
-    def process(self, element: tuple[str, tuple[int, int]]) -> None:
-        _, (kept, named) = element
-        self.counters["clusters"].inc()
-        if kept == 0:
-            self.counters["no_survivor"].inc()
-        elif kept > 1:
-            self.counters["two_survivors"].inc()
-        if named != kept:
-            self.counters["survivor_not_cluster_id"].inc()
-
-
-class AuditClusters(beam.PTransform):
-    """``(split, cluster row)`` -> the ``dedup.audit.*`` counters (see :class:`AuditClustersFn`)."""
-
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        def key(kv: tuple[str, dict]) -> tuple[str, tuple[int, int]]:
-            row = kv[1]
-            kept = int(bool(row["kept"]))
-            return row["cluster_id"], (kept, kept * int(row["doc_id"] == row["cluster_id"]))
-
         return (
             rows
-            | "ByCluster" >> beam.Map(key)
+            | "ByCluster" >> beam.Map(lambda kv: cluster_row_counts(kv[1]))
             | "Count" >> beam.CombinePerKey(beam.combiners.TupleCombineFn(sum, sum))
-            | "Check" >> beam.ParDo(AuditClustersFn())
+            | "Check" >> beam.MapTuple(lambda _, counts: cluster_flags(*counts))
+            | "Total" >> beam.CombineGlobally(beam.combiners.TupleCombineFn(*[sum] * len(AUDIT)))
+            | "Summary" >> beam.Map(audit_summary)
         )
 
 
-def audit_stats(counters: dict[str, int]) -> dict[str, int]:
-    """The cluster audit from a run's counters (zeros for checks that never fired)."""
-    return {name: int(counters.get(f"dedup.audit.{name}", 0)) for name in AUDIT}
-
-
-def _write_json(obj: Any, path: str) -> None:
-    storage.atomic_write_json(path, obj)
+def _ordered_examples(groups: list[tuple[str, list[dict]]]) -> list[dict]:
+    return [d for _, members in sorted(groups, key=lambda g: g[0]) for d in members]
 
 
 def build_dedup(
     pipeline: beam.Pipeline, splits: list[tuple[str, str]], cfg: CorpusforgeConfig, out_dir: str
 ) -> None:
+    """The dedup pipeline: shards, ledger and clusters under ``out_dir``, and the statistics
+    ``cluster_sizes``, ``examples``, ``audit``, ``cc_rounds`` and ``undecided`` (``WriteStat``)."""
     shards = pipeline | "Shards" >> beam.Create(splits)
     docs = (
         shards
         | "Distribute" >> beam.Reshuffle()
         | "Read" >> beam.FlatMap(read_shard, columns=["id", "text", "quality"])
     )
-    decisions = docs | "AsInput" >> beam.Map(_as_input) | "Decide" >> DedupDecisions(cfg.dedup)
+    decisions, rounds = (
+        docs | "AsInput" >> beam.Map(_as_input) | "Decide" >> DedupDecisions(cfg.dedup, with_rounds=True)
+    )
+    _ = rounds | WriteStat(out_dir, "cc_rounds")
     doc_split = docs | "DocSplit" >> beam.Map(lambda kv: (kv[1]["id"], kv[0]))
     by_split = (
         {"decision": decisions | "KeyById" >> beam.Map(lambda d: (d["doc_id"], d)), "split": doc_split}
@@ -160,14 +146,13 @@ def build_dedup(
         | "ClusterOf" >> beam.Map(lambda d: (d["cluster_id"], 1))
         | "ClusterSizes" >> beam.CombinePerKey(sum)
     )
-    histogram = (
+    _ = (
         sizes
         | "SizeOnes" >> beam.Map(lambda kv: (kv[1], 1))
         | "Histogram" >> beam.CombinePerKey(sum)
         | "HistogramDict" >> beam.combiners.ToDict()
-    )
-    _ = histogram | "WriteHistogram" >> beam.Map(
-        lambda h: _write_json({str(k): v for k, v in sorted(h.items())}, f"{out_dir}/cluster_sizes.json")
+        | "SizeKeys" >> beam.Map(lambda h: {str(k): v for k, v in sorted(h.items())})
+        | WriteStat(out_dir, "cluster_sizes")
     )
     top = (
         sizes
@@ -180,7 +165,7 @@ def build_dedup(
         | "JoinShards" >> beam.CoGroupByKey()
         | "Filter"
         >> beam.ParDo(FilterShardFn(), beam.pvalue.AsSingleton(top, default_value=[])).with_outputs(
-            "documents", "ledger", "clusters", "examples"
+            "documents", "ledger", "clusters", "examples", "undecided"
         )
     )
     outputs.documents | "WriteDocuments" >> beam.ParDo(
@@ -192,7 +177,12 @@ def build_dedup(
     outputs.clusters | "WriteClusters" >> beam.ParDo(
         WriteShardsFn(f"{out_dir}/clusters", schemas.CLUSTERS, cfg.output)
     )
-    _ = outputs.clusters | "AuditClusters" >> AuditClusters()
+    _ = outputs.clusters | "AuditClusters" >> AuditClusters() | WriteStat(out_dir, "audit")
+    _ = (
+        outputs.undecided
+        | "CountUndecided" >> beam.combiners.Count.Globally()
+        | WriteStat(out_dir, "undecided")
+    )
     _ = (
         outputs.examples
         | "ExampleCluster" >> beam.Map(lambda d: (d["cluster_id"], d))
@@ -202,22 +192,9 @@ def build_dedup(
             EXAMPLE_MEMBERS, key=lambda d: (not d["kept"], d["doc_id"]), reverse=True
         )
         | "Examples" >> beam.combiners.ToList()
-        | "WriteExamples"
-        >> beam.Map(
-            lambda groups: _write_json(
-                [d for _, members in sorted(groups, key=lambda g: g[0]) for d in members],
-                f"{out_dir}/examples.json",
-            )
-        )
+        | "OrderExamples" >> beam.Map(_ordered_examples)
+        | WriteStat(out_dir, "examples")
     )
-
-
-def cc_rounds(counters: dict[str, int], max_rounds: int) -> tuple[int, bool]:
-    """(rounds that changed edges, converged) from the connected-components counters."""
-    for i in range(max_rounds):
-        if counters.get(f"{CC_NAMESPACE}:round_{i:02d}_changed", 0) == 0:
-            return i, True
-    return max_rounds, False
 
 
 def _finalize(
@@ -227,15 +204,13 @@ def _finalize(
     up_docs: dict,
     cfg: CorpusforgeConfig,
 ) -> dict:
+    """Manifest entries from the shards and the job's statistics (``counters`` are not used)."""
     from pipelines.reports import stage_stats
 
-    def read(name: str, default: Any) -> Any:
-        p = version.path / name
-        return json.loads(p.read_text()) if p.exists() else default
-
     stats = stage_stats(entries, up_docs)
-    histogram = {int(k): v for k, v in read("cluster_sizes.json", {}).items()}
-    rounds, converged = cc_rounds(counters, cfg.dedup.max_cc_rounds)
+    histogram = {int(k): v for k, v in read_stat(version, "cluster_sizes", {}).items()}
+    changed = read_stat(version, "cc_rounds")
+    rounds, converged = rounds_needed(changed) if changed is not None else (None, None)
     params = lsh_params(cfg.dedup.threshold, cfg.dedup.num_perm, cfg.dedup.fp_weight, cfg.dedup.fn_weight)
     stats.update(
         clusters=sum(histogram.values()),
@@ -244,23 +219,19 @@ def _finalize(
         removed_fraction=(stats["removed"] / stats["documents_in"]) if stats["documents_in"] else 0.0,
         cc_rounds=rounds,
         cc_converged=converged,
-        undecided=counters.get("dedup.undecided", 0),
-        audit=audit_stats(counters),
+        undecided=read_stat(version, "undecided"),
+        audit=read_stat(version, "audit"),
     )
-    return {"stats": stats, "lsh": to_dict(params), "examples": read("examples.json", [])}
+    return {"stats": stats, "lsh": to_dict(params), "examples": read_stat(version, "examples", [])}
 
 
-def run(cfg: CorpusforgeConfig, options: Any, *, reuse: bool = False) -> Any:
-    """Deduplicate the committed ``clean`` stage into a new ``dedup`` version."""
+def run(job: StageJob) -> StageResult:
+    """Deduplicate the job's upstream (clean) documents into a new version."""
+    cfg = job.cfg
     return run_downstream_stage(
-        cfg,
-        stage=STAGE,
-        upstream_stage=UPSTREAM,
-        asset_hint="clean_documents",
-        section={"dedup": to_dict(cfg.dedup)},
+        job,
+        section={job.name: to_dict(cfg.dedup)},
         build=lambda p, splits, v: build_dedup(p, splits, cfg, str(v.path)),
         finalize=lambda v, counters, entries, up_docs: _finalize(v, counters, entries, up_docs, cfg),
-        options=options,
-        reuse=reuse,
         kinds=("documents", "ledger", "clusters"),
     )

@@ -163,7 +163,7 @@ class MinHasher:
         if scheme == "legacy":
             self.empty_value = int(_LOW32)
         else:
-            self.empty_value = int(np.iinfo(self.dtype).max)
+            self.empty_value = int(np.iinfo(self.dtype).max)  # type: ignore[type-var]
 
     # -- hashing ---------------------------------------------------------------------------------
 
@@ -205,10 +205,6 @@ class MinHasher:
         return x
 
     # -- signatures ------------------------------------------------------------------------------
-
-    def empty_signature(self) -> np.ndarray:
-        """The signature of the empty set (every value at the scheme's maximum)."""
-        return np.full(self.num_perm, self.empty_value, dtype=self.dtype)
 
     def signature(self, shingles: Iterable[str | bytes]) -> np.ndarray:
         """MinHash signature of one shingle set (``num_perm`` values)."""
@@ -270,11 +266,6 @@ class MinHasher:
     def is_empty(self, signature: np.ndarray) -> bool:
         """True when ``signature`` is that of the empty set."""
         return bool(np.all(signature == self.empty_value))
-
-    @staticmethod
-    def jaccard(sig_a: np.ndarray | bytes, sig_b: np.ndarray | bytes) -> float:
-        """Estimated Jaccard similarity: the fraction of equal signature positions."""
-        return signature_jaccard(sig_a, sig_b)
 
 
 def pack_signature(signature: np.ndarray | bytes) -> bytes:

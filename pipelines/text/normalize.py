@@ -133,7 +133,7 @@ def normalize_text(text: str, cfg: NormalizeConfig) -> str:
     elif "\x0b" in text or "\x0c" in text:
         text = _OTHER_BREAKS_RE.sub("\n", text)
     if cfg.unicode_form:
-        text = unicodedata.normalize(cfg.unicode_form, text)
+        text = unicodedata.normalize(cfg.unicode_form, text)  # type: ignore[arg-type]  # validated at load
     if cfg.strip_control:
         if "\x1b" in text:
             text = _ANSI_ESCAPE_RE.sub("", text)

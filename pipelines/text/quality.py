@@ -1,6 +1,6 @@
 """Heuristic quality rules of the cleaning stage: Gopher quality, Gopher repetition, C4 and FineWeb.
 
-Each preset is one pure function returning a ``Verdict``: every signal is computed (so a run can
+Each preset is one pure function of (text, language, config) returning a ``Verdict``: every signal is computed (so a run can
 annotate without filtering), ``reason`` names the first failing rule as ``"<preset>:<rule>"`` and
 ``detail`` says "value X vs threshold Y (min|max)". Thresholds come from the config dataclasses (the
 Gopher paper / datatrove defaults, C4 as FineWeb runs it); a threshold set to None disables its rule,
@@ -9,6 +9,10 @@ and ``cfg.enabled = False`` keeps the signals but never gives a reason.
 CJK text (zh/ja/ko, or unknown language with >= 30 % CJK letters) is measured per character: a
 character is a word for word counts, stop words and n-grams (n scaled by ``cjk_ngram_scale``), mean
 word length is not judged, short lines are half as long, and sentences end at 。！？… as well.
+
+Every preset takes an optional ``analysis`` (:class:`~pipelines.text.analysis.TextAnalysis` of the same
+text and language): the cleaning engine passes one shared analysis per document, so words and lines
+are computed once; without it the preset analyses the text itself.
 """
 
 from __future__ import annotations
@@ -24,16 +28,9 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import C4Config, FineWebConfig, GopherQualityConfig, GopherRepetitionConfig
+from pipelines.text.analysis import TextAnalysis
 from pipelines.text.stopwords import stop_words_for
-from pipelines.text.words import (
-    CJK_CHAR_CLASS,
-    count_sentences,
-    ends_with_terminal_punct,
-    is_cjk,
-    split_lines,
-    split_paragraphs,
-    tokenize_words,
-)
+from pipelines.text.words import CJK_CHAR_CLASS, count_sentences, ends_with_terminal_punct, tokenize_words
 
 __all__ = [
     "Verdict",
@@ -89,20 +86,9 @@ def _dup_stats(items: Sequence[str]) -> tuple[int, int]:
     return len(items) - len(unique), sum(map(len, items)) - sum(map(len, unique))
 
 
-_last_analysis: tuple[str, str | None, tuple[bool, list[str], list[str]]] | None = None
-
-
-def _analyse(text: str, lang: str | None) -> tuple[bool, list[str], list[str]]:
-    """(is CJK, words, non-blank lines) of text; the last result is memoised, as the presets usually
-    run one after another on the same document. Callers must not mutate the lists."""
-    global _last_analysis
-    last = _last_analysis
-    if last is not None and last[1] == lang and last[0] == text:
-        return last[2]
-    cjk = is_cjk(text, lang)
-    result = (cjk, tokenize_words(text, cjk), split_lines(text))
-    _last_analysis = (text, lang, result)
-    return result
+def _analysis(text: str, lang: str | None, analysis: TextAnalysis | None) -> TextAnalysis:
+    """The caller's shared analysis of (text, lang), or a new one."""
+    return analysis if analysis is not None else TextAnalysis(text, lang)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,7 +101,9 @@ _ELLIPSIS_RE = re.compile(r"\.{3,}|[…⋯]+")  # one ellipsis per run: "……"
 _LETTER_RE = re.compile(r"[^\W\d_]")
 
 
-def gopher_quality(text: str, lang: str | None, cfg: GopherQualityConfig) -> Verdict:
+def gopher_quality(
+    text: str, lang: str | None, cfg: GopherQualityConfig, analysis: TextAnalysis | None = None
+) -> Verdict:
     """Gopher quality rules (Rae et al. 2021, App. A), in datatrove's order.
 
     word_count: words in [min_words, max_words]; mean_word_length in [min, max] (spaced text only);
@@ -125,7 +113,8 @@ def gopher_quality(text: str, lang: str | None, cfg: GopherQualityConfig) -> Ver
     language >= min_stop_words (skipped, with ``stop_words_checked = 0``, for a language without a list).
     """
     p = "gopher_quality"
-    cjk, words, lines = _analyse(text, lang)
+    a = _analysis(text, lang, analysis)
+    cjk, words, lines = a.cjk, a.words, a.lines
     n_words = len(words)
     n_lines = len(lines)
     # fully alphabetic words (most, and every CJK character) are tested in C; the rest by regex
@@ -340,7 +329,9 @@ def _ngram_char_stats(
     return top, dup
 
 
-def gopher_repetition(text: str, lang: str | None, cfg: GopherRepetitionConfig) -> Verdict:
+def gopher_repetition(
+    text: str, lang: str | None, cfg: GopherRepetitionConfig, analysis: TextAnalysis | None = None
+) -> Verdict:
     """Gopher repetition rules (Rae et al. 2021, Table A1) as datatrove defines them.
 
     dup_para_frac / dup_line_frac: share of paragraphs / lines equal to an earlier one; the *_char_frac
@@ -350,9 +341,10 @@ def gopher_repetition(text: str, lang: str | None, cfg: GopherRepetitionConfig) 
     and signal names keep the configured n.
     """
     p = "gopher_repetition"
-    cjk, words, lines = _analyse(text, lang)
+    a = _analysis(text, lang, analysis)
+    cjk, words, lines = a.cjk, a.words, a.lines
     n_chars = len(text)
-    paragraphs = split_paragraphs(text)
+    paragraphs = a.paragraphs
     dup_paras, dup_para_chars = _dup_stats(paragraphs)
     dup_lines, dup_line_chars = _dup_stats(lines)
     signals = {
@@ -420,7 +412,9 @@ def _c4_line_rule(line: str, cjk: bool, cfg: C4Config, long_word: re.Pattern[str
     return None
 
 
-def c4_clean(text: str, lang: str | None, cfg: C4Config) -> tuple[str, Verdict]:
+def c4_clean(
+    text: str, lang: str | None, cfg: C4Config, analysis: TextAnalysis | None = None
+) -> tuple[str, Verdict]:
     """C4 line cleaning and page rules (TFDS c4_utils / datatrove C4QualityFilter); returns (text, verdict).
 
     Lines (stripped, citations such as [1] and [edit] removed when remove_citations) are dropped when:
@@ -434,7 +428,8 @@ def c4_clean(text: str, lang: str | None, cfg: C4Config) -> tuple[str, Verdict]:
     ending at . ! ? or 。！？…, < min_sentences).
     """
     p = "c4"
-    cjk = is_cjk(text, lang)
+    a = _analysis(text, lang, analysis)
+    cjk = a.cjk
     long_word = (
         _long_word_re(cfg.max_word_length, cjk) if cfg.max_word_length and cfg.max_word_length > 0 else None
     )
@@ -464,7 +459,7 @@ def c4_clean(text: str, lang: str | None, cfg: C4Config) -> tuple[str, Verdict]:
         parts.append(line)
         paragraph_break = False
         sentences += count_sentences(line)
-    lower = text.lower()
+    lower = a.lower
     signals = {
         f"{p}.lines": float(n_lines),
         f"{p}.removed_lines": float(sum(removed.values())),
@@ -490,7 +485,9 @@ def c4_clean(text: str, lang: str | None, cfg: C4Config) -> tuple[str, Verdict]:
 # FineWeb
 
 
-def fineweb_quality(text: str, lang: str | None, cfg: FineWebConfig) -> Verdict:
+def fineweb_quality(
+    text: str, lang: str | None, cfg: FineWebConfig, analysis: TextAnalysis | None = None
+) -> Verdict:
     """FineWeb's own rules (datatrove FineWebQualityFilter).
 
     empty: no non-blank line; terminal_punct: share of lines ending in terminal punctuation (ASCII or
@@ -499,7 +496,8 @@ def fineweb_quality(text: str, lang: str | None, cfg: FineWebConfig) -> Verdict:
     newline_ratio: newlines per word > max.
     """
     p = "fineweb"
-    cjk, words, lines = _analyse(text, lang)
+    a = _analysis(text, lang, analysis)
+    cjk, words, lines = a.cjk, a.words, a.lines
     n_lines = len(lines)
     short_len = cfg.short_line_chars / 2 if cjk else cfg.short_line_chars
     n_newlines = text.count("\n")

@@ -35,27 +35,24 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines import storage
-from pipelines.beam_stage import StageResult, counter, run_stage, shard_splits
+from pipelines.beam_stage import counter, run_stage, shard_splits
 from pipelines.config import (
     LOCAL_RUNNERS,
     ConfigError,
-    CorpusforgeConfig,
     DatasetConfig,
     fingerprint,
     to_dict,
 )
-from pipelines.dedup.job import STAGE as DEDUP_STAGE
-from pipelines.tokens import tokenizer_stage
+from pipelines.stage import StageJob, StageResult
 from pipelines.tokens.bpe import EOT_ID, MASK_ID, PAD_ID, load_tokenizer, token_dtype
 from pipelines.tokens.encode import encode_shard
 from pipelines.tokens.packing import ShardTask, plan_shards
 from pipelines.tokens.shards import SIDECAR, PackedShard, collect_split, pack_shard, write_packed_shard
 from pipelines.tokens.splits import SPLITS, TRAIN, VAL, cluster_split_overrides
+from training.token_format import FORMAT
 
 log = logging.getLogger(__name__)
 
-STAGE = "tokens"
-FORMAT = "corpusforge-tokens/1"
 WORK_DIR = "_work"
 
 
@@ -202,7 +199,9 @@ def summarize(root: Path) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     for split in (TRAIN, VAL):
         infos = collect_split(root, split)
-        summary = infos[0]["split_summary"] if infos else {"tokens": 0, "documents": 0, "sequences": 0}
+        summary: dict[str, Any] = (
+            infos[0]["split_summary"] if infos else {"tokens": 0, "documents": 0, "sequences": 0}
+        )
         sequences = sum(i["sequences"] for i in infos)
         tokens = sum(i["tokens"] for i in infos)
         ended = sum(i["documents_ending"] for i in infos)
@@ -241,31 +240,24 @@ def summarize(root: Path) -> dict[str, Any]:
     return {"splits": splits, "doc_index": doc_index, "stats": stats}
 
 
-def run(
-    cfg: CorpusforgeConfig,
-    options: PipelineOptions,
-    *,
-    reuse: bool = False,
-    source_stage: str = tokenizer_stage.UPSTREAM,
-    stage: str = STAGE,
-    split_by_cluster: bool = False,
-) -> StageResult:
-    """Tokenize and pack the committed ``source_stage`` (default ``filtered``) with the committed
-    tokenizer into stage ``stage`` (the curation ablation tokenizes ``raw`` the same way).
+def run(job: StageJob) -> StageResult:
+    """Tokenize and pack ``upstream[0]``'s documents with the tokenizer of ``upstream[1]``.
 
-    ``split_by_cluster`` (for a source that still holds duplicates): a document the current ``dedup``
-    version removed as a duplicate goes to its survivor's split, so copies of validation documents
-    stay out of ``train``.
+    With ``params["split_by_cluster"]`` (a source that still holds duplicates, as the curation
+    ablation's raw corpus does), ``upstream[2]`` is the dedup stage: a document it removed as a
+    duplicate goes to its survivor's split, so copies of validation documents stay out of ``train``.
     """
-    data_dir = cfg.paths.data_dir
-    upstream = storage.current_version(data_dir, source_stage, asset_hint=tokenizer_stage.UPSTREAM_ASSET)
-    tok_version = storage.current_version(data_dir, tokenizer_stage.STAGE, asset_hint="tokenizer")
+    cfg, options, data_dir = job.cfg, job.options, job.data_dir
+    split_by_cluster = bool(job.params.get("split_by_cluster", False))
+    upstream = job.upstream_version(0)
+    source_stage = upstream.stage
+    tok_version = job.upstream_version(1)
     tok_manifest = tok_version.manifest()["tokenizer"]
     tok_file = tok_version.path / tok_manifest["path"]
     if storage.sha256_file(tok_file) != tok_manifest["sha256"]:
         raise ValueError(f"{tok_file}: sha256 differs from its manifest; re-materialize the tokenizer asset")
     trained_on = tok_version.manifest().get("upstream", {}).get(source_stage)
-    if source_stage == tokenizer_stage.UPSTREAM and trained_on not in (None, upstream.name):
+    if trained_on not in (None, upstream.name):
         log.warning(
             "the tokenizer was trained on %s %s but %s is now current: re-materialize the tokenizer "
             "asset for a vocabulary fitted to the current corpus",
@@ -275,28 +267,28 @@ def run(
         )
     vocab = int(tok_manifest["vocab_size"])
     dtype = token_dtype(vocab)
-    section = {"dataset": to_dict(cfg.dataset)}
+    section = to_dict(cfg.tokens)
     overrides, dedup_name = None, None
     if split_by_cluster:
-        dedup = storage.current_version(data_dir, DEDUP_STAGE, asset_hint="deduplicated_documents")
+        dedup = job.upstream_version(2)
         rows = storage.iter_stage_rows(dedup, "clusters", columns=["doc_id", "cluster_id"])
-        overrides, dedup_name = cluster_split_overrides(rows, cfg.dataset.val_fraction), dedup.name
-    fp = fingerprint(stage, section, upstream.name, tok_version.name, dedup_name)
+        overrides, dedup_name = cluster_split_overrides(rows, cfg.tokens.val_fraction), dedup.name
+    fp = fingerprint(job.name, section, upstream.name, tok_version.name, dedup_name)
     splits = shard_splits(upstream)
     threads = encode_threads(options)
     tok_val_fraction = tok_version.manifest().get("config", {}).get("val_fraction")
-    if tok_val_fraction is not None and tok_val_fraction != cfg.dataset.val_fraction:
+    if tok_val_fraction is not None and tok_val_fraction != cfg.tokens.val_fraction:
         raise ConfigError(
-            f"the tokenizer was trained with dataset.val_fraction={tok_val_fraction} but the dataset asks for "
-            f"{cfg.dataset.val_fraction}: validation documents could have been seen by the tokenizer. Set "
-            "dataset.val_fraction in the config file (both assets read it) and re-materialize the tokenizer."
+            f"the tokenizer was trained with tokens.val_fraction={tok_val_fraction} but the dataset asks for "
+            f"{cfg.tokens.val_fraction}: validation documents could have been seen by the tokenizer. Set "
+            "tokens.val_fraction in the config file (both assets read it) and re-materialize the tokenizer."
         )
 
     def finalize(version: storage.StageVersion, counters: dict[str, int], entries: dict) -> dict[str, Any]:
         folded = summarize(version.path)
         return {
             "format": FORMAT,
-            "seq_len": cfg.dataset.seq_len,
+            "seq_len": cfg.tokens.seq_len,
             "dtype": dtype,
             "vocab_size": vocab,
             "tokenizer_sha256": tok_manifest["sha256"],
@@ -307,7 +299,7 @@ def run(
             "doc_index": folded["doc_index"],
             "stats": folded["stats"],
             "packing": {
-                "window": cfg.dataset.seq_len + 1,
+                "window": cfg.tokens.seq_len + 1,
                 "order": "upstream shard order, then row order; one EOT after every document",
                 "padding": "only the last window of each split, with pad_id; ignore pad_id in the loss",
                 "split_rule": "blake2b(source doc id) < val_fraction -> val"
@@ -318,18 +310,21 @@ def run(
             "tokenizer": {"version": tok_version.name, "path": str(tok_file)},
         }
 
+    upstreams = {source_stage: upstream.name, tok_version.stage: tok_version.name}
+    if dedup_name is not None:
+        upstreams[job.upstream[2]] = dedup_name
     return run_stage(
-        stage=stage,
+        stage=job.name,
         data_dir=data_dir,
         fp=fp,
         config=section,
-        upstream={source_stage: upstream.name, tokenizer_stage.STAGE: tok_version.name},
+        upstream=upstreams,
         output=cfg.output,
         build=lambda p, v: build_pipeline(
-            p, splits, str(v.path), str(tok_file), cfg.dataset, dtype, threads, overrides
+            p, splits, str(v.path), str(tok_file), cfg.tokens, dtype, threads, overrides
         ),
         options=options,
         kinds=(),
         finalize=finalize,
-        reuse=reuse,
+        reuse=job.reuse,
     )

@@ -51,7 +51,7 @@ class SegmentWriter:
     ) -> None:
         """Append documents whose token lists already end with EOT."""
         lengths = [len(x) for x in ids]
-        flat = np.fromiter(chain.from_iterable(ids), dtype=self.dtype, count=sum(lengths))
+        flat = np.fromiter(chain.from_iterable(ids), dtype=self.dtype, count=sum(lengths))  # type: ignore[call-overload]
         self._fh.write(flat.tobytes())
         self.doc_ids.extend(doc_ids)
         self.doc_tokens.extend(lengths)
@@ -152,7 +152,7 @@ def encode_shard(
 def read_segment_tokens(segment: Segment, start: int, end: int, dtype: str) -> np.ndarray:
     """Tokens ``[start, end)`` of a segment's token file."""
     dt = NP_DTYPES[dtype]
-    return np.fromfile(segment.tokens_path, dtype=dt, count=end - start, offset=start * dt.itemsize)
+    return np.fromfile(segment.tokens_path, dtype=dt, count=end - start, offset=start * dt.itemsize)  # type: ignore[call-overload,attr-defined]
 
 
 def read_segment_docs(segment: Segment) -> pa.Table:

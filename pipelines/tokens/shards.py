@@ -2,7 +2,7 @@
 
 Layout inside a ``tokens`` stage version::
 
-    <split>/part-<k>.arrow                 one row per window, schema token_schema(dtype, seq_len + 1)
+    <split>/part-<k>.arrow                 the token shard (format: training/token_format.py)
     doc_index/<split>/part-<k>.parquet     schema DOC_INDEX, the documents of shard k's windows
 
 Files are written under temporary names and renamed; a JSON sidecar ``<split>/part-<k>.arrow.shard.json``
@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from pipelines import schemas, storage
 from pipelines.tokens.encode import NP_DTYPES, read_segment_docs, read_segment_tokens
 from pipelines.tokens.packing import ShardTask, doc_pieces, to_windows
+from training import token_format
 
 SIDECAR = ".shard.json"
 INDEX_DIR = "doc_index"
@@ -44,14 +44,10 @@ class PackedShard:
     summary: Mapping[str, Any]
 
 
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}.arrow"
-
-
 def pack_shard(task: ShardTask, window: int, pad_id: int, dtype: str) -> PackedShard:
     """Read the task's token ranges from its segments and cut them into windows + index rows."""
     pieces = [read_segment_tokens(p.segment, p.start, p.end, dtype) for p in task.parts]
-    flat = np.concatenate(pieces) if pieces else np.empty(0, NP_DTYPES[dtype])
+    flat = np.concatenate(pieces) if pieces else np.empty(0, NP_DTYPES[dtype])  # type: ignore[call-overload]
     if len(flat) != task.token_end - task.token_start:
         raise RuntimeError(
             f"{task.split} shard {task.index}: read {len(flat)} tokens from segments, expected "
@@ -81,25 +77,6 @@ def pack_shard(task: ShardTask, window: int, pad_id: int, dtype: str) -> PackedS
     )
 
 
-def windows_table(windows: np.ndarray, dtype: str) -> pa.Table:
-    """A ``token_schema`` table over ``windows`` (no copy of the token buffer)."""
-    window = windows.shape[1]
-    values = pa.array(np.ascontiguousarray(windows, dtype=NP_DTYPES[dtype]).reshape(-1))
-    column = pa.FixedSizeListArray.from_arrays(values, window)
-    return pa.Table.from_arrays([column], schema=schemas.token_schema(dtype, window))
-
-
-def write_ipc(path: Path, table: pa.Table) -> str:
-    """Write ``table`` as an Arrow IPC file atomically; returns its sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    digest = storage.sha256_file(tmp)
-    os.replace(tmp, path)
-    return digest
-
-
 def write_parquet(path: Path, table: pa.Table) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -114,14 +91,14 @@ def write_packed_shard(
 ) -> dict[str, Any]:
     """Write the shard, its document index and its sidecar under the version directory ``root``."""
     root = Path(root)
-    rel = f"{shard.split}/{shard_name(shard.index)}"
+    rel = token_format.shard_path(shard.split, shard.index)
     rel_index = f"{INDEX_DIR}/{shard.split}/part-{shard.index:05d}.parquet"
     info = {
         "split": shard.split,
         "index": shard.index,
         "path": rel,
         "sequences": int(shard.windows.shape[0]),
-        "sha256": write_ipc(root / rel, windows_table(shard.windows, dtype)),
+        "sha256": token_format.write_shard(root / rel, shard.windows, dtype),
         "tokens": int(shard.tokens),
         "documents_ending": int(np.count_nonzero(shard.windows == eot_id)),
         "index_path": rel_index,

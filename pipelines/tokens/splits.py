@@ -13,19 +13,13 @@ a document is in ``val`` when ``u < val_fraction``; it is in the tokenizer sampl
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
+
+from pipelines.hashing import hash_unit
 
 TRAIN = "train"
 VAL = "val"
 SPLITS = (TRAIN, VAL)
-_SCALE = float(1 << 64)
-
-
-def hash_unit(key: bytes, doc_id: str) -> float:
-    """Uniform number in ``[0, 1)`` from the 64-bit BLAKE2b digest of ``doc_id`` keyed by ``key``."""
-    digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8, key=key).digest()
-    return int.from_bytes(digest, "big") / _SCALE
 
 
 DERIVED_SEP = "#"

@@ -1,4 +1,4 @@
-"""Tokenizer stage: train byte-level BPE on a streamed sample of the ``filtered`` documents.
+"""Tokenizer stage: train byte-level BPE on a streamed sample of the curated documents.
 
 Output (stage ``tokenizer``): ``<version>/tokenizer.json`` (written atomically) and a manifest with
 its sha256, the vocabulary size, the sample (rate, documents, bytes) and held-out statistics
@@ -6,18 +6,18 @@ its sha256, the vocabulary size, the sample (rate, documents, bytes) and held-ou
 
 The sampling rate is ``sample_bytes / (upstream bytes x (1 - val_fraction))`` (capped at 1), so
 about ``tokenizer.sample_bytes`` of training-split text is used; validation documents are excluded
-by the same split rule the token dataset applies (``dataset.val_fraction``).
+by the same split rule the token dataset applies (``tokens.val_fraction``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines import storage
-from pipelines.config import CorpusforgeConfig, fingerprint, to_dict
+from pipelines.config import fingerprint, to_dict
+from pipelines.stage import StageJob, StageResult
 from pipelines.tokens.bpe import EOT_ID, MASK_ID, PAD_ID, SPECIAL_TOKENS, heldout_stats, train_bpe
 from pipelines.tokens.sample import DocumentSample
 from pipelines.tokens.splits import sample_rate
@@ -25,19 +25,6 @@ from pipelines.tokens.splits import sample_rate
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TokenizerResult:
-    """What :func:`run` committed (the fields of ``beam_stage.StageResult``, without importing Beam)."""
-
-    version: storage.StageVersion
-    manifest: dict[str, Any]
-    counters: dict[str, int] = field(default_factory=dict)
-    reused: bool = False
-
-
-STAGE = "tokenizer"
-UPSTREAM = "filtered"
-UPSTREAM_ASSET = "filtered_documents"
 TOKENIZER_FILE = "tokenizer.json"
 HELDOUT_MAX_BYTES = 16 * 1024 * 1024  # validation text encoded for the held-out statistics
 
@@ -46,28 +33,26 @@ def tokenizer_path(version: storage.StageVersion) -> str:
     return str(version.path / TOKENIZER_FILE)
 
 
-def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> TokenizerResult:
-    """Train the tokenizer on the committed ``filtered`` stage into a new ``tokenizer`` version."""
-    data_dir = cfg.paths.data_dir
-    upstream = storage.current_version(data_dir, UPSTREAM, asset_hint=UPSTREAM_ASSET)
-    section = {"tokenizer": to_dict(cfg.tokenizer), "val_fraction": cfg.dataset.val_fraction}
-    fp = fingerprint(STAGE, section, upstream.name)
-    if reuse and (found := storage.find_reusable(data_dir, STAGE, fp)):
-        storage.point_current(found)
-        return TokenizerResult(found, found.manifest(), reused=True)
-
-    up_docs = upstream.manifest().get("documents") or {"bytes": 0, "rows": 0}
-    t = cfg.tokenizer
-    sample = DocumentSample(
-        paths=upstream.shard_paths("documents"),
-        seed=t.seed,
-        rate=sample_rate(int(up_docs["bytes"]), t.sample_bytes, cfg.dataset.val_fraction),
-        val_fraction=cfg.dataset.val_fraction,
-        max_bytes=t.sample_bytes,
-        heldout_bytes=HELDOUT_MAX_BYTES,
-    )
-    version = storage.new_version(data_dir, STAGE, fp)
-    try:
+def run(job: StageJob) -> StageResult:
+    """Train the tokenizer on the job's upstream documents into a new version."""
+    cfg = job.cfg
+    upstream = job.upstream_version(0)
+    section = {"tokenizer": to_dict(cfg.tokenizer), "val_fraction": cfg.tokens.val_fraction}
+    fp = fingerprint(job.name, section, upstream.name)
+    keep = cfg.output.keep_versions
+    with storage.transaction(job.data_dir, job.name, fp, reuse=job.reuse, keep_versions=keep) as tx:
+        if tx.reused is not None:
+            return StageResult(tx.reused, tx.manifest or {}, reused=True)
+        up_docs = upstream.manifest().get("documents") or {"bytes": 0, "rows": 0}
+        t = cfg.tokenizer
+        sample = DocumentSample(
+            paths=upstream.shard_paths("documents"),
+            seed=t.seed,
+            rate=sample_rate(int(up_docs["bytes"]), t.sample_bytes, cfg.tokens.val_fraction),
+            val_fraction=cfg.tokens.val_fraction,
+            max_bytes=t.sample_bytes,
+            heldout_bytes=HELDOUT_MAX_BYTES,
+        )
         start = time.perf_counter()
         tok = train_bpe(sample.batches(), t.vocab_size, t.min_frequency)
         train_s = time.perf_counter() - start
@@ -85,6 +70,7 @@ def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> TokenizerResult:
                 cfg.tokenizer.min_frequency,
                 tok.get_vocab_size(),
             )
+        version = tx.version
         path = version.path / TOKENIZER_FILE
         storage.atomic_write_bytes(path, tok.to_str(pretty=True).encode("utf-8"))
         start = time.perf_counter()
@@ -115,21 +101,11 @@ def run(cfg: CorpusforgeConfig, *, reuse: bool = False) -> TokenizerResult:
                 "stats_seconds": round(time.perf_counter() - start, 3),
             },
         }
-        manifest = storage.commit(
-            version,
-            config=section,
-            upstream={UPSTREAM: upstream.name},
-            entries={},
-            extra=extra,
-            keep_versions=cfg.output.keep_versions,
-        )
-    except BaseException:
-        storage.discard(version)
-        raise
+        manifest = tx.commit(config=section, upstream={upstream.stage: upstream.name}, extra=extra)
     log.info(
         "tokenizer %s: vocab %d from %d sampled documents",
         version.name,
         tok.get_vocab_size(),
         sample.documents,
     )
-    return TokenizerResult(version, manifest)
+    return StageResult(version, manifest)

@@ -1,4 +1,4 @@
-"""Commit a small documents stage from in-memory texts (tests, benchmarks, demos of the token stages)."""
+"""Test fixture: commit a small documents stage from in-memory texts (tests and benchmarks)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,15 @@ def write_documents_stage(
     row_group_rows: int = 256,
 ) -> storage.StageVersion:
     """Write ``documents`` as shards of ``shard_docs`` rows and commit them as ``stage``."""
-    version = storage.new_version(data_dir, stage, "fixture")
+    with storage.transaction(data_dir, stage, "fixture") as tx:
+        _write_shards(tx, documents, shard_docs, row_group_rows)
+    return tx.version
+
+
+def _write_shards(
+    tx: storage.Transaction, documents: Iterable[Mapping[str, Any]], shard_docs: int, row_group_rows: int
+) -> None:
+    version = tx.version
     writer: storage.ShardWriter | None = None
     for n, doc in enumerate(documents):
         if n % shard_docs == 0:
@@ -53,8 +61,7 @@ def write_documents_stage(
         writer.write(doc)
     if writer is not None:
         writer.close()
-    storage.commit(
-        version,
+    tx.commit(
         config={"fixture": True},
         upstream={},
         entries={
@@ -62,7 +69,6 @@ def write_documents_stage(
             "ledger": storage.collect_shards(version.dir("ledger")),
         },
     )
-    return version
 
 
 _EN_WORDS = [

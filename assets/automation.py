@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+from typing import Any
 
 import dagster as dg
 
@@ -32,25 +33,20 @@ full_schedule = dg.ScheduleDefinition(
 )
 
 
-def _snapshot(settings: CorpusforgeSettings) -> dict[str, int]:
-    """{relative path: mtime_ns} of every input file (empty when the input path is missing)."""
+def _snapshot(settings: CorpusforgeSettings) -> dict[str, str]:
+    """{relative path: change stamp} of every input file (empty when the input path is missing)."""
     cfg = settings.load()
     try:
         root, files = list_inputs(cfg.paths.input, cfg.raw.glob)
     except InputError:
         return {}
-    out = {}
-    for f in files:
-        try:
-            out[f.relative_to(root).as_posix()] = f.stat().st_mtime_ns
-        except OSError:  # broken link: ingestion records it; the sensor has nothing to compare
-            out[f.relative_to(root).as_posix()] = -1
-    return out
+    prefix = len(str(root).rstrip("/")) + 1
+    return {str(f.path)[prefix:]: f.stamp for f in files}
 
 
-def new_files(snapshot: dict[str, int], cursor: str | None) -> tuple[list[str], str]:
-    """Files not seen before (or changed since), and the next cursor (JSON of path -> mtime seen)."""
-    seen: dict[str, int] = json.loads(cursor) if cursor else {}
+def new_files(snapshot: dict[str, str], cursor: str | None) -> tuple[list[str], str]:
+    """Files not seen before (or changed since), and the next cursor (JSON of path -> stamp seen)."""
+    seen: dict[str, Any] = json.loads(cursor) if cursor else {}
     fresh = sorted(p for p, m in snapshot.items() if seen.get(p) != m)
     return fresh, json.dumps({**seen, **{p: snapshot[p] for p in fresh}}, sort_keys=True)
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from pipelines import reports, schemas, storage
 
@@ -51,7 +50,8 @@ def _shard_problems(path: Any, shard: dict, schema: Any) -> list[str]:
     if not path.is_file():
         return [f"{path.name}: missing"]
     try:
-        meta = pq.ParquetFile(path).metadata
+        with storage.open_parquet(path) as pf:
+            meta = pf.metadata
     except Exception as exc:  # unreadable footer
         return [f"{path.name}: unreadable ({exc})"]
     problems = []

@@ -12,7 +12,7 @@ from typing import Any
 
 from assets.graph import NAMES as STAGES
 from assets.graph import STAGE_BY_NAME
-from pipelines import storage
+from pipelines import fs, storage
 from pipelines.config import ConfigError, describe, load_config
 from training.flops import format_mfu
 
@@ -191,7 +191,7 @@ def _stage_lines(stage: str, m: dict) -> list[str]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, {"paths": {"data_dir": args.data_dir}} if args.data_dir else None)
-    if not Path(cfg.paths.data_dir).is_dir():
+    if not fs.path(cfg.paths.data_dir).is_dir():
         raise ConfigError(
             f"data directory {cfg.paths.data_dir!r} does not exist; run `corpusforge run` first"
         )
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, fs.FileLayerError, storage.StageLockedError) as exc:
         print(f"corpusforge: error: {exc}", file=sys.stderr)
         return 2
 

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import storage
+from pipelines import fs, storage
 from pipelines.config import LOCAL_RUNNERS, OutputConfig, RunnerConfig, fingerprint
 from pipelines.stage import StageJob, StageResult
 
@@ -111,11 +111,25 @@ def query_counters(result: Any) -> dict[str, int]:
 
 
 def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOptions) -> dict[str, int]:
-    """Build and run one pipeline to completion; returns its counters."""
+    """Build and run one pipeline to completion; returns its counters.
+
+    An interrupt (Ctrl-C, SIGTERM, Dagster terminating the run) or a failure while waiting cancels
+    the job (``result.cancel()`` on runners that support it: Dataflow, Flink / Spark / Prism job
+    servers, Dask) and propagates, so the stage's transaction discards the partial version. The
+    local FnApiRunner runs the whole job inside ``pipeline.run()``: there the interrupt unwinds it
+    and its worker processes are stopped (see :mod:`pipelines.beam_cancel`).
+    """
+    from pipelines.beam_cancel import cancel, local_workers_stopped
+
     pipeline = beam.Pipeline(options=options)
     build(pipeline)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with local_workers_stopped():
+        result = pipeline.run()
+        try:
+            result.wait_until_finish()
+        except BaseException:  # KeyboardInterrupt, SystemExit, DagsterExecutionInterruptedError, failures
+            cancel(result)
+            raise
     return query_counters(result)
 
 
@@ -133,10 +147,13 @@ def run_stage(
     finalize: Callable[[storage.StageVersion, dict[str, int], dict[str, Any]], Mapping[str, Any]]
     | None = None,
     reuse: bool = False,
+    inputs: int = 0,
 ) -> StageResult:
     """Run a stage's pipeline into a new version inside :func:`storage.transaction`.
 
     ``finalize(version, counters, entries)`` may add entries (stats, reports) to the manifest.
+    ``inputs`` (splits or upstream rows): when there were some but no shard of any ``kinds`` was
+    written, the version is refused, not committed empty (workers writing somewhere else).
     """
     with storage.transaction(data_dir, stage, fp, reuse=reuse, keep_versions=output.keep_versions) as tx:
         if tx.reused is not None:
@@ -144,10 +161,20 @@ def run_stage(
         version = tx.version
         counters = run_pipeline(lambda p: build(p, version), options)
         entries = {kind: storage.collect_shards(version.dir(kind)) for kind in kinds}
+        if inputs and kinds and not any(e["shards"] for e in entries.values()):
+            raise EmptyOutputError(
+                f"stage {stage!r} read {inputs} input splits/rows but no shard reached {fs.uri(version.path)}; "
+                "the Beam workers wrote somewhere else or lost their output — paths.data_dir must be a "
+                "location every worker can reach (an object store or a shared file system)"
+            )
         extra = dict(finalize(version, counters, entries)) if finalize else {}
         extra.setdefault("counters", counters)
         manifest = tx.commit(config=config, upstream=upstream, entries=entries, extra=extra)
     return StageResult(version, manifest, counters)
+
+
+class EmptyOutputError(RuntimeError):
+    """A stage with input wrote no output shards; nothing is committed."""
 
 
 def run_downstream_stage(
@@ -184,6 +211,7 @@ def run_downstream_stage(
         kinds=kinds,
         finalize=lambda v, counters, entries: finalize(v, counters, entries, up_docs),
         reuse=job.reuse,
+        inputs=int(up_docs.get("rows") or 0),
     )
 
 
@@ -235,9 +263,9 @@ def build_document_stage(
 STATS_DIR = "_stats"
 
 
-def stat_path(version_dir: str | os.PathLike, name: str) -> str:
+def stat_path(version_dir: Any, name: str) -> str:
     """Where statistic ``name`` of a version lives: ``<version>/_stats/<name>.json``."""
-    return os.path.join(version_dir, STATS_DIR, f"{name}.json")
+    return fs.uri(fs.path(version_dir) / STATS_DIR / f"{name}.json")
 
 
 def _write_stat(values: list[Any], path: str, name: str) -> None:
@@ -272,8 +300,8 @@ def read_stat(version: storage.StageVersion, name: str, default: Any = None) -> 
     """Statistic ``name`` that :class:`WriteStat` wrote into ``version``; ``default`` when there is none."""
     import json
 
-    path = stat_path(version.path, name)
-    if not os.path.isfile(path):
+    path = fs.path(stat_path(version.path, name))
+    fs.refresh(path.parent)
+    if not path.is_file():
         return default
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    return json.loads(path.read_bytes())

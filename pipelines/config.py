@@ -570,7 +570,24 @@ def load_config(
         data = _deep_merge(data, _legacy_sections(overrides, "overrides"))
     cfg = _build(CorpusforgeConfig, data, "")
     _validate(cfg)
-    return cfg
+    return dataclasses.replace(cfg, paths=_resolved_paths(cfg.paths))
+
+
+def _resolved_paths(paths: PathsConfig) -> PathsConfig:
+    """Absolute local paths or object-store URIs, so workers in other directories or machines write
+    where the driver reads (a relative ``data`` would land in each worker's working directory)."""
+    from pipelines import fs
+
+    out = {}
+    for name in ("input", "data_dir"):
+        value = getattr(paths, name)
+        if not value:
+            raise ConfigError(f"paths.{name} must not be empty")
+        try:
+            out[name] = fs.resolve(value)
+        except fs.FileLayerError as exc:
+            raise ConfigError(f"paths.{name}: {exc}") from None
+    return PathsConfig(**out)
 
 
 def to_dict(obj: Any) -> Any:

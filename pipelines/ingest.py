@@ -12,6 +12,7 @@ recorded, not read). Nothing is dropped silently and one bad record or file neve
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -25,7 +26,7 @@ from typing import Any
 import apache_beam as beam
 import pyarrow.parquet as pq
 
-from pipelines import schemas
+from pipelines import fs, schemas, storage
 from pipelines.beam_stage import WriteShardsFn, counter, run_stage
 from pipelines.config import CorpusforgeConfig, IngestConfig, fingerprint, to_dict
 from pipelines.stage import StageJob, StageResult
@@ -52,6 +53,8 @@ class Split:
     compression: str  # "" | gzip | zstd
     start: int = 0
     end: int = -1  # -1 = to the end of the file
+    size: int = 0  # from the listing (0 when it cannot be stat'ed)
+    stamp: str = ""  # change stamp from the listing: mtime_ns locally, ETag on object stores
 
 
 def detect_format(path: str) -> tuple[str, str]:
@@ -70,18 +73,32 @@ def detect_format(path: str) -> tuple[str, str]:
     return "unsupported", compression
 
 
-def list_inputs(input_path: str | os.PathLike, pattern: str = "**/*") -> tuple[Path, list[Path]]:
-    """(root, files) for an input file or directory; fails fast when there is nothing to read."""
-    p = Path(input_path)
+def list_inputs(input_path: str | os.PathLike, pattern: str = "**/*") -> tuple[Any, list[fs.FileInfo]]:
+    """(root, files) for an input file or directory, local or on an object store; fails fast when
+    there is nothing to read. Sizes and change stamps come from the same listing."""
+    fs.check_access(str(input_path), write=False, what="input")
+    p = fs.path(input_path)
     if not p.exists():
-        raise InputError(f"input path {str(p)!r} does not exist; set paths.input to a file or directory")
+        raise InputError(f"input path {fs.uri(p)!r} does not exist; set paths.input to a file or directory")
     if p.is_file():
-        return p.parent, [p]
-    # Broken symlinks are kept (they become ``unreadable-file`` rows); directories are not files.
-    files = sorted(f for f in p.glob(pattern) if f.is_file() or (f.is_symlink() and not f.exists()))
+        return p.parent, list(fs.list_files(p.parent, p.name))
+    # Broken local symlinks are kept (they become ``unreadable-file`` rows); directories are not files.
+    files = list(fs.list_files(p, pattern))
     if not files:
-        raise InputError(f"input directory {str(p)!r} holds no files matching {pattern!r}")
+        raise InputError(f"input directory {fs.uri(p)!r} holds no files matching {pattern!r}")
     return p, files
+
+
+def _relative(f: Any, root: Any) -> str:
+    return f.relative_to(root).as_posix() if fs.local_path(f) is not None else str(f)[len(str(root)) + 1 :]
+
+
+def _inside(f: Any, roots: list[str]) -> bool:
+    local = fs.local_path(f)
+    if local is not None:
+        return any(local.resolve().is_relative_to(r) for r in roots if not fs.is_remote(r))
+    text = str(f)
+    return any(text.startswith(r.rstrip("/") + "/") for r in roots if fs.is_remote(r))
 
 
 def plan_splits(
@@ -90,37 +107,28 @@ def plan_splits(
     """All ingestion splits, in a deterministic order; files under ``exclude`` (the data directory
     and ``$DAGSTER_HOME`` when they lie inside the input) are this system's own output, not input."""
     root, files = list_inputs(input_path, cfg.glob)
-    skip = [Path(p).resolve() for p in exclude if p]
-    files = [f for f in files if not any(f.resolve().is_relative_to(x) for x in skip)]
-    from_dir = Path(input_path).is_dir()
+    skip = [fs.resolve(p) for p in exclude if p]
+    files = [f for f in files if not _inside(f.path, skip)]
+    from_dir = fs.path(input_path).is_dir()
     splits: list[Split] = []
-    for f in files:
-        fmt, comp = detect_format(str(f))
+    for info in files:
+        f = info.path
+        fmt, comp = detect_format(f.name)
         if fmt not in cfg.formats and fmt != "unsupported":
             fmt = "unsupported"
-        source = f.relative_to(root).as_posix()
-        if from_dir and any(part.startswith(".") for part in f.relative_to(root).parts):
+        source = _relative(f, root)
+        if from_dir and any(part.startswith(".") for part in source.split("/")):
             fmt = "hidden"
-        size = _size(f)
+        local = fs.local_path(f)
+        location = str(local.resolve()) if local is not None else fs.uri(f)
+        size, stamp = info.size, info.stamp
         if fmt == "jsonl" and not comp and size > cfg.split_bytes:
             for start in range(0, size, cfg.split_bytes):
                 end = min(size, start + cfg.split_bytes)
-                splits.append(Split("", str(f.resolve()), source, fmt, comp, start, end))
+                splits.append(Split("", location, source, fmt, comp, start, end, size, stamp))
         else:
-            splits.append(Split("", str(f.resolve()), source, fmt, comp))
-    return [Split(f"{i:05d}", *_fields(s)[1:]) for i, s in enumerate(splits)]
-
-
-def _size(path: str | os.PathLike) -> int:
-    """File size, 0 when it cannot be stat'ed (broken symlink, permissions): reading reports it."""
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def _fields(s: Split) -> tuple:
-    return (s.key, s.path, s.source, s.fmt, s.compression, s.start, s.end)
+            splits.append(Split("", location, source, fmt, comp, size=size, stamp=stamp))
+    return [dataclasses.replace(s, key=f"{i:05d}") for i, s in enumerate(splits)]
 
 
 def document_id(source: str, offset: int, text: str) -> str:
@@ -132,16 +140,16 @@ def document_id(source: str, offset: int, text: str) -> str:
     return h.hexdigest()
 
 
-def _open_binary(split: Split) -> io.BufferedIOBase:
+def _open_binary(split: Split) -> Any:
     if split.compression == "gzip":
-        return gzip.open(split.path, "rb")
+        return gzip.GzipFile(fileobj=fs.open_read(split.path), mode="rb")
     if split.compression == "zstd":
         import zstandard
 
         return io.BufferedReader(
-            zstandard.ZstdDecompressor().stream_reader(open(split.path, "rb"), closefd=True)
+            zstandard.ZstdDecompressor().stream_reader(fs.open_read(split.path), closefd=True)
         )
-    return open(split.path, "rb")
+    return fs.open_read(split.path)
 
 
 def _quarantine(
@@ -391,7 +399,11 @@ def _txt_piece(split: Split, offset: int, raw: bytes, cfg: IngestConfig) -> Iter
 
 
 def _parquet_records(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
-    pf = pq.ParquetFile(split.path)
+    with storage.open_parquet(split.path) as pf:
+        yield from _parquet_file_records(split, cfg, pf)
+
+
+def _parquet_file_records(split: Split, cfg: IngestConfig, pf: pq.ParquetFile) -> Iterator[tuple[str, dict]]:
     if cfg.text_field not in pf.schema_arrow.names:
         yield (
             "ledger",
@@ -439,19 +451,19 @@ def read_split(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
                 "hidden-file",
                 0,
                 f"{split.source!r} is a dot file or inside a dot directory; not read as corpus input",
-                nbytes=_size(split.path),
+                nbytes=split.size,
             ),
         )
         return
     if split.fmt == "unsupported":
-        size = _size(split.path)
+        size = split.size
         yield (
             "ledger",
             _quarantine(
                 split,
                 "unsupported-format",
                 0,
-                f"no reader for {Path(split.path).name!r}; supported: .jsonl .json .ndjson .txt .text .md .parquet (+ .gz/.zst)",
+                f"no reader for {split.source.rsplit('/', 1)[-1]!r}; supported: .jsonl .json .ndjson .txt .text .md .parquet (+ .gz/.zst)",
                 nbytes=size,
             ),
         )
@@ -509,14 +521,8 @@ def build_ingest(pipeline: beam.Pipeline, splits: list[Split], cfg: CorpusforgeC
 
 
 def input_fingerprint(splits: list[Split]) -> str:
-    """Cheap identity of the input files: names, sizes and modification times."""
-    seen = {}
-    for s in splits:
-        try:
-            st = os.stat(s.path)
-            seen[s.source] = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            seen[s.source] = (-1, -1)
+    """Cheap identity of the input files: names, sizes and change stamps (mtime_ns or ETag)."""
+    seen = {s.source: (s.size, s.stamp) for s in splits}
     return fingerprint(sorted(seen.items()))
 
 
@@ -542,10 +548,11 @@ def run(job: StageJob) -> StageResult:
         data_dir=cfg.paths.data_dir,
         fp=fp,
         config=section,
-        upstream={"input": str(Path(cfg.paths.input).resolve())},
+        upstream={"input": cfg.paths.input},
         output=cfg.output,
         build=lambda p, v: build_ingest(p, splits, cfg, str(v.path)),
         options=job.options,
         finalize=lambda v, counters, entries: _finalize(counters, entries, len(splits)),
         reuse=job.reuse,
+        inputs=len(splits),
     )

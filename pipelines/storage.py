@@ -8,10 +8,14 @@ Layout of one stage under the data directory::
     <data_dir>/<stage>/<version>/ledger/part-<split>-<k>.parquet
     <data_dir>/<stage>/<version>/_SUCCESS
 
-Every file is written to a temporary name and renamed into place. A version becomes visible only
-when ``CURRENT`` (itself replaced atomically) names it, after its manifest and ``_SUCCESS`` exist,
-so a reader never sees a half-written stage and re-materializing never corrupts the last good one.
-Version names start with the fingerprint of (stage, config, upstream versions, code version).
+``data_dir`` is a local path or an object-store URI (:mod:`pipelines.fs`). A version directory is
+written once: on local disk every file goes to a temporary name and is renamed into place; on an
+object store every file is written once under its final name (one PUT is atomic per object). A
+version becomes visible only when ``CURRENT`` names it, after its manifest and ``_SUCCESS`` exist, and
+readers trust only the shards a committed manifest lists, so a reader never sees a half-written
+stage and re-materializing never corrupts the last good one. ``<stage>/_LOCK`` (created exclusively)
+makes sure two runs of one stage cannot both publish. Version names start with the fingerprint of
+(stage, config, upstream versions, code version).
 """
 
 from __future__ import annotations
@@ -21,23 +25,23 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
+import socket
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import schemas
+from pipelines import fs, schemas
 from pipelines.code_version import code_version
 
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"
 CURRENT = "CURRENT"
+LOCK = "_LOCK"
 SIDECAR = ".shard.json"
 FORMAT = "corpusforge-stage/1"
 
@@ -46,25 +50,18 @@ class StageNotFoundError(FileNotFoundError):
     """The upstream stage has never been committed; the message says which asset to materialize."""
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def atomic_write_bytes(path: fs.Location, data: bytes) -> None:
+    """Write ``data`` atomically (local: temporary file + ``os.replace``; object store: one PUT)."""
+    fs.write_bytes(path, data)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def atomic_write_json(path: fs.Location, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_file(path: fs.Location, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with fs.open_read(path) as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -77,8 +74,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 class ShardWriter:
     """Write rows of one split into size-bounded Parquet shards ``part-<split>-<k>.parquet``.
 
-    Each shard is written under a temporary name and renamed on close; a JSON sidecar next to it
-    records rows, bytes, checksum and a small summary that the driver folds into the manifest.
+    Local shards are written under a temporary name and renamed on close; on an object store a
+    shard is streamed once to its final name. A JSON sidecar next to it records rows, bytes, checksum
+    (computed while writing) and a small summary that the driver folds into the manifest.
     """
 
     def __init__(
@@ -93,7 +91,7 @@ class ShardWriter:
         summarize: Any = None,
         first_index: int = 0,
     ) -> None:
-        self.directory = Path(directory)
+        self.directory = fs.path(directory)
         self.split = split
         self.schema = schema
         self.max_shard_bytes = max_shard_bytes
@@ -103,7 +101,8 @@ class ShardWriter:
         self._k = first_index
         self._buffer: list[dict] = []
         self._writer: pq.ParquetWriter | None = None
-        self._tmp: Path | None = None
+        self._tmp: Any = None
+        self._sink: _HashingSink | None = None
         self._rows = 0
         self._bytes = 0
         self._summary: Counter = Counter()
@@ -126,10 +125,24 @@ class ShardWriter:
             self._close()
         return self._k
 
+    def _final(self) -> Any:
+        return self.directory / f"part-{self.split}-{self._k:04d}.parquet"
+
     def _open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.directory / f".part-{self.split}-{self._k:04d}.tmp-{uuid.uuid4().hex[:8]}"
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=self.compression)
+        # Not parents=True: a bundle still running after its version was discarded (an interrupted
+        # in-process run) must fail here, not re-create the deleted version directory.
+        try:
+            fs.mkdirs(self.directory, parents=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{fs.uri(self.directory.parent)} does not exist: its version was discarded"
+            ) from None
+        if fs.is_remote_path(self.directory):
+            self._tmp = self._final()  # written once, under its final name
+        else:
+            self._tmp = self.directory / f".part-{self.split}-{self._k:04d}.tmp-{uuid.uuid4().hex[:8]}"
+        self._sink = _HashingSink(fs.open_write(self._tmp))
+        self._writer = pq.ParquetWriter(self._sink, self.schema, compression=self.compression)
 
     def _flush(self) -> None:
         if self._buffer:
@@ -141,20 +154,59 @@ class ShardWriter:
         self._flush()
         assert self._writer is not None and self._tmp is not None
         self._writer.close()
-        final = self.directory / f"part-{self.split}-{self._k:04d}.parquet"
+        assert self._sink is not None
+        self._sink.finish()
+        final = self._final()
         info = {
             "path": final.name,
             "rows": self._rows,
             "bytes": self._bytes,
-            "file_bytes": self._tmp.stat().st_size,
-            "sha256": sha256_file(self._tmp),
+            "file_bytes": self._sink.size,
+            "sha256": self._sink.sha256.hexdigest(),
             "summary": dict(self._summary),
         }
-        os.replace(self._tmp, final)
-        atomic_write_json(final.with_name(final.name + SIDECAR), info)
-        self._writer, self._tmp = None, None
+        if self._tmp != final:
+            os.replace(self._tmp, final)
+        atomic_write_json(self.directory / (final.name + SIDECAR), info)
+        self._writer, self._tmp, self._sink = None, None, None
         self._rows, self._bytes, self._summary = 0, 0, Counter()
         self._k += 1
+
+
+class _HashingSink:
+    """A binary file wrapper that hashes and counts what is written (no read-back of the shard)."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.sha256.update(view)
+        self.size += len(view)
+        self._fh.write(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:  # pyarrow closes its stream: the file stays open until finish()
+        self.closed = True
+
+    def finish(self) -> None:
+        self._fh.flush()
+        if hasattr(self._fh, "fileno"):
+            with contextlib.suppress(OSError, ValueError, NotImplementedError):
+                os.fsync(self._fh.fileno())
+        self._fh.close()
 
 
 def _row_bytes(row: Mapping[str, Any]) -> int:
@@ -190,18 +242,18 @@ def summarize_rows(row: Mapping[str, Any]) -> dict[str, float]:
 class StageVersion:
     """A handle on one version directory of a stage."""
 
-    root: Path  # <data_dir>/<stage>
+    root: Any  # <data_dir>/<stage>: a pathlib.Path locally, a UPath on an object store
     name: str
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Any:
         return self.root / self.name
 
     @property
     def stage(self) -> str:
         return self.root.name
 
-    def dir(self, kind: str) -> Path:
+    def dir(self, kind: str) -> Any:
         return self.path / kind
 
     def manifest(self) -> dict[str, Any]:
@@ -212,18 +264,18 @@ class StageVersion:
             )
         return json.loads(p.read_text())
 
-    def shard_paths(self, kind: str = "documents") -> list[Path]:
+    def shard_paths(self, kind: str = "documents") -> list[Any]:
         entry = self.manifest().get(kind) or {"shards": []}
         return [self.path / kind / s["path"] for s in entry["shards"]]
 
 
 def stage_of(directory: str | os.PathLike) -> str:
     """The stage a ``<data_dir>/<stage>/<version>/<kind>`` directory belongs to."""
-    return Path(directory).parent.parent.name
+    return fs.path(directory).parent.parent.name
 
 
-def stage_root(data_dir: str | os.PathLike, stage: str) -> Path:
-    return Path(data_dir) / stage
+def stage_root(data_dir: str | os.PathLike, stage: str) -> Any:
+    return fs.path(data_dir) / stage
 
 
 def current_version(data_dir: str | os.PathLike, stage: str) -> StageVersion:
@@ -245,22 +297,25 @@ def new_version(data_dir: str | os.PathLike, stage: str, fp: str) -> StageVersio
     """A fresh, empty version directory for ``stage`` (name: ``v-<fp>-<utc time>-<rand>``)."""
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     version = StageVersion(stage_root(data_dir, stage), f"v-{fp}-{stamp}-{uuid.uuid4().hex[:4]}")
-    version.path.mkdir(parents=True, exist_ok=False)
+    if fs.local_path(version.path) is not None:
+        version.path.mkdir(parents=True, exist_ok=False)
     return version
 
 
 def find_reusable(data_dir: str | os.PathLike, stage: str, fp: str) -> StageVersion | None:
     """Newest complete version with fingerprint ``fp`` (for re-use instead of re-computation)."""
     root = stage_root(data_dir, stage)
+    fs.refresh(root)
     if not root.is_dir():
         return None
     names = sorted(p.name for p in root.glob(f"v-{fp}-*") if (p / SUCCESS).is_file())
     return StageVersion(root, names[-1]) if names else None
 
 
-def collect_shards(directory: Path) -> dict[str, Any]:
+def collect_shards(directory: Any) -> dict[str, Any]:
     """Fold the shard sidecars of ``directory`` into a manifest entry (sorted by name)."""
     shards = []
+    fs.refresh(directory)  # workers in other processes wrote here: no stale listing cache
     if directory.is_dir():
         for side in sorted(directory.glob(f"part-*{SIDECAR}")):
             info = json.loads(side.read_text())
@@ -301,7 +356,7 @@ def commit(
     for kind, entry in entries.items():
         manifest[kind] = entry
         for side in version.dir(kind).glob(f"part-*{SIDECAR}"):
-            side.unlink()
+            fs.remove(side)
     manifest.update(extra or {})
     atomic_write_json(version.path / MANIFEST, manifest)
     atomic_write_bytes(version.path / SUCCESS, b"")
@@ -314,7 +369,7 @@ def point_current(version: StageVersion) -> None:
     atomic_write_bytes(version.root / CURRENT, (version.name + "\n").encode())
 
 
-def referenced_versions(root: Path) -> set[str]:
+def referenced_versions(root: Any) -> set[str]:
     """Versions of the stage at ``root`` that the current version of another stage was built from."""
     stage, used = root.name, set()
     for other in root.parent.iterdir():
@@ -330,19 +385,25 @@ def referenced_versions(root: Path) -> set[str]:
     return used
 
 
-def prune(root: Path, *, keep: int, protect: str) -> None:
-    """Delete all but the ``keep`` newest versions; the protected one and any version a downstream
-    stage's current version was built from always stay (their manifests must stay resolvable)."""
+def prune(root: Any, *, keep: int, protect: str) -> None:
+    """Delete all but the ``keep`` newest committed versions, and every uncommitted leftover of a
+    failed run; the protected one and any version a downstream stage's current version was built
+    from always stay (their manifests must stay resolvable). Runs while the caller holds the lock."""
+    fs.refresh(root)
     versions = sorted((p for p in root.glob("v-*") if p.is_dir()), key=lambda p: p.name.split("-", 2)[2])
+    committed = [p for p in versions if (p / SUCCESS).is_file()]
     keep_names = {protect} | referenced_versions(root)
-    doomed = [p for p in versions[: max(0, len(versions) - keep)] if p.name not in keep_names]
+    doomed = [p for p in committed[: max(0, len(committed) - keep)] if p.name not in keep_names]
+    doomed += [p for p in versions if p not in committed and p.name not in keep_names]
     for p in doomed:
-        shutil.rmtree(p, ignore_errors=True)
+        fs.rmtree(p)
 
 
 def discard(version: StageVersion) -> None:
-    """Remove a version that failed before commit."""
-    shutil.rmtree(version.path, ignore_errors=True)
+    """Remove a version that failed before commit (best effort: when the store is unreachable the
+    leftover stays invisible — no manifest, no ``CURRENT`` — and the next commit's prune removes it)."""
+    with contextlib.suppress(Exception):  # the original failure matters, not the clean-up
+        fs.rmtree(version.path)
 
 
 class Transaction:
@@ -364,10 +425,12 @@ class Transaction:
         return self._version
 
     def adopt(self, directory: str | os.PathLike) -> StageVersion:
-        """Make a finished work directory (e.g. a resumable training run) the new version's content."""
+        """Make a finished local work directory (e.g. a resumable training run) the new version's
+        content: renamed into place locally, uploaded to an object store."""
         version = self.version
-        version.path.rmdir()
-        os.replace(directory, version.path)
+        if fs.local_path(version.path) is not None:
+            version.path.rmdir()
+        fs.upload_tree(directory, version.path)
         return version
 
     def commit(
@@ -404,19 +467,104 @@ def transaction(
     without committing, the partial version is deleted and the previous one stays current.
     """
     tx = Transaction(data_dir, stage, fp, keep_versions)
-    if reuse and (found := find_reusable(data_dir, stage, fp)):
-        point_current(found)
-        tx.reused, tx.manifest = found, found.manifest()
-        yield tx
-        return
+    fs.check_access(fs.uri(fs.path(data_dir)), write=True, what="data directory")
+    with stage_lock(stage_root(data_dir, stage)):
+        current = _current_name(data_dir, stage)
+        if reuse and (found := find_reusable(data_dir, stage, fp)):
+            point_current(found)
+            tx.reused, tx.manifest = found, found.manifest()
+            yield tx
+            return
+        try:
+            yield tx
+            if tx.manifest is None:
+                raise RuntimeError(f"stage {stage!r} finished without committing its version")
+        except BaseException as exc:
+            if tx._version is not None and tx.manifest is None:
+                discard(tx._version)
+                exc.add_note(_not_committed_note(stage, tx._version.name, current))
+            raise
+
+
+def _current_name(data_dir: Any, stage: str) -> str | None:
     try:
-        yield tx
-        if tx.manifest is None:
-            raise RuntimeError(f"stage {stage!r} finished without committing its version")
-    except BaseException:
-        if tx._version is not None and tx.manifest is None:
-            discard(tx._version)
-        raise
+        return current_version(data_dir, stage).name
+    except StageNotFoundError:
+        return None
+
+
+def _not_committed_note(stage: str, name: str, current: str | None) -> str:
+    kept = f"{current} stays current" if current else "no earlier version was current"
+    return (
+        f"corpusforge: stage {stage!r} version {name} was not committed (its partial files are never "
+        f"read, and are deleted now or by the next commit); {kept}"
+    )
+
+
+class StageLockedError(RuntimeError):
+    """Another run is writing the same stage; the message says who and how to clear a stale lock."""
+
+
+@contextlib.contextmanager
+def stage_lock(root: Any) -> Iterator[None]:
+    """Hold ``<stage>/_LOCK`` (created exclusively) while a run writes or publishes the stage.
+
+    A lock left by a dead process on this host is taken over; any other held lock fails fast.
+    """
+    lock = root / LOCK
+    token = uuid.uuid4().hex
+    body = {
+        "token": token,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "since": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    data = json.dumps(body, sort_keys=True).encode()
+    if not fs.create_exclusive(lock, data):
+        held = _read_lock(lock)
+        if held is not None and not _stale(held):
+            raise StageLockedError(
+                f"stage {root.name!r} is being written by another run (pid {held.get('pid')} on "
+                f"{held.get('host')} since {held.get('since')}); wait for it, or delete "
+                f"{fs.uri(lock)} if no run is active"
+            )
+        fs.remove(lock)
+        if not fs.create_exclusive(lock, data):
+            raise StageLockedError(f"stage {root.name!r}: another run took the lock {fs.uri(lock)} just now")
+    _HELD.add(token)
+    try:
+        yield
+    finally:
+        _HELD.discard(token)
+        with contextlib.suppress(Exception):  # unreachable store: the lock is stale for the next run
+            held = _read_lock(lock)
+            if held is not None and held.get("token") == token:
+                fs.remove(lock)
+
+
+def _read_lock(lock: Any) -> dict[str, Any] | None:
+    try:
+        return json.loads(lock.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+_HELD: set[str] = set()  # tokens of the locks this process holds now
+
+
+def _stale(held: Mapping[str, Any]) -> bool:
+    """A lock of a process that no longer runs on this host, or one this process left behind."""
+    if held.get("host") != socket.gethostname():
+        return False
+    if held.get("pid") == os.getpid():
+        return held.get("token") not in _HELD
+    try:
+        os.kill(int(held.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -427,9 +575,25 @@ def iter_rows(
     path: str | os.PathLike, columns: list[str] | None = None, batch_rows: int = 1024
 ) -> Iterator[dict]:
     """Stream the rows of one Parquet shard as dicts (map columns as dicts), one batch in memory."""
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
-        yield from schemas.from_batch(batch)
+    with open_parquet(path) as pf:
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            yield from schemas.from_batch(batch)
+
+
+@contextlib.contextmanager
+def open_parquet(path: str | os.PathLike) -> Iterator[pq.ParquetFile]:
+    """A ``ParquetFile`` on a local path or an object store (ranged reads, one row group at a time)."""
+    local = fs.local_path(fs.path(path))
+    if local is not None:
+        pf = pq.ParquetFile(local)
+        try:
+            yield pf
+        finally:
+            pf.close()
+        return
+    with fs.open_read(path) as fh:
+        pf = pq.ParquetFile(fh)
+        yield pf
 
 
 def iter_stage_rows(

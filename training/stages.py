@@ -10,18 +10,52 @@ interruption: running again with the same config and data resumes from its lates
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipelines import storage
+from pipelines import fs, storage
 from pipelines.config import CorpusforgeConfig, fingerprint, to_dict
 from pipelines.stage import StageJob, StageResult
 
 SUMMARY_FILE = "summary.json"
+
+
+def cache_root() -> Path:
+    """Where versions stored on an object store are copied for training (``CORPUSFORGE_CACHE``)."""
+    return Path(os.environ.get("CORPUSFORGE_CACHE") or Path.home() / ".cache" / "corpusforge")
+
+
+def local_copy(version: storage.StageVersion) -> Path:
+    """A local directory holding ``version``: itself on local disk, else a cached download (the
+    trainer memory-maps token shards and checkpoints are read with torch, which need local files)."""
+    local = fs.local_path(version.path)
+    if local is not None:
+        return local
+    target = cache_root() / version.stage / version.name
+    done = target / storage.SUCCESS
+    if not done.is_file():
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        version.path.fs.get(version.path.path, str(partial), recursive=True)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)
+        done.touch()
+    return target
+
+
+def work_dir(job: StageJob, fp: str) -> Path:
+    """The resumable run directory of a training stage: beside its versions on local disk, in the
+    local cache when the data directory is an object store (the finished run is uploaded)."""
+    root = storage.stage_root(job.data_dir, job.name)
+    local = fs.local_path(root)
+    return (local if local is not None else cache_root() / job.name) / f"work-{fp}"
 
 
 def plain_launch(log: Any) -> Any:
@@ -82,7 +116,18 @@ def _run_training(job: StageJob, data: Path, out: Path) -> dict[str, Any]:
 
 
 def _tokenizer_file(tokenizer: storage.StageVersion) -> str:
-    return str(tokenizer.path / tokenizer.manifest().get("tokenizer", {}).get("path", "tokenizer.json"))
+    return fs.uri(tokenizer.path / tokenizer.manifest().get("tokenizer", {}).get("path", "tokenizer.json"))
+
+
+def _local_tokenizer(location: str) -> str:
+    """A local path of ``tokenizer.json`` (downloaded into the cache from an object store)."""
+    if not fs.is_remote(location):
+        return location
+    target = cache_root() / "tokenizer-files" / hashlib.sha256(location.encode()).hexdigest()[:16]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.is_file():
+        fs.write_bytes(target, fs.path(location).read_bytes())
+    return str(target)
 
 
 def train(job: StageJob) -> StageResult:
@@ -94,9 +139,8 @@ def train(job: StageJob) -> StageResult:
     with storage.transaction(job.data_dir, job.name, fp, reuse=job.reuse, keep_versions=keep) as tx:
         if tx.reused is not None:
             return StageResult(tx.reused, tx.manifest or {}, reused=True)
-        work = storage.stage_root(job.data_dir, job.name) / f"work-{fp}"
-        summary = _run_training(job, tokens.path, work)
-        version = tx.adopt(work)  # the finished run directory becomes the version
+        summary = _run_training(job, local_copy(tokens), work_dir(job, fp))
+        version = tx.adopt(work_dir(job, fp))  # the finished run directory becomes the version
         manifest = tx.commit(
             config=section,
             upstream={tokens.stage: tokens.name, tokenizer.stage: tokenizer.name},
@@ -114,14 +158,19 @@ def evaluate(job: StageJob) -> StageResult:
     m = model.manifest()
     tokens_stage = job.upstream[1]
     tokens = storage.StageVersion(storage.stage_root(job.data_dir, tokens_stage), m["upstream"][tokens_stage])
+    tokenizer_file = _local_tokenizer(m["tokenizer_path"])
     fp = fingerprint(job.name, model.name)
     keep = job.cfg.output.keep_versions
     with storage.transaction(job.data_dir, job.name, fp, reuse=job.reuse, keep_versions=keep) as tx:
         if tx.reused is not None:
             return StageResult(tx.reused, tx.manifest or {}, reused=True)
-        out = tx.version.path / "evaluation.json"
-        cmd = eval_command(model.path, tokens.path, m["tokenizer_path"], out, job.cfg.model.device)
-        result = _launcher(job)(cmd, out)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "evaluation.json"
+            cmd = eval_command(
+                local_copy(model), local_copy(tokens), tokenizer_file, out, job.cfg.model.device
+            )
+            result = _launcher(job)(cmd, out)
+            storage.atomic_write_json(tx.version.path / "evaluation.json", result)
         manifest = tx.commit(config={}, upstream={model.stage: model.name}, extra={"summary": result})
     return StageResult(tx.version, manifest)
 
@@ -136,15 +185,15 @@ def ablation(job: StageJob) -> StageResult:
     with storage.transaction(job.data_dir, job.name, fp, reuse=job.reuse, keep_versions=keep) as tx:
         if tx.reused is not None:
             return StageResult(tx.reused, tx.manifest or {}, reused=True)
-        root = tx.version.path
+        root = work_dir(job, fp)
+        curated_dir, tokenizer_file = local_copy(curated), _local_tokenizer(_tokenizer_file(tokenizer))
         report: dict[str, Any] = {}
         for name, data in (("raw", raw), ("curated", curated)):
-            summary = _run_training(job, data.path, root / name)
+            summary = _run_training(job, local_copy(data), root / name)
             out = root / f"{name}_eval.json"
-            cmd = eval_command(
-                root / name, curated.path, _tokenizer_file(tokenizer), out, job.cfg.model.device
-            )
+            cmd = eval_command(root / name, curated_dir, tokenizer_file, out, job.cfg.model.device)
             ev = _launcher(job)(cmd, out)
+            storage.atomic_write_json(out, ev)
             split = data.manifest()["splits"]["train"]
             report[name] = {
                 "train_documents": split["documents"],
@@ -156,6 +205,7 @@ def ablation(job: StageJob) -> StageResult:
                 "heldout_ppl": ev["val_ppl"],
                 "loss_curve": summary["loss_curve"],
             }
+        tx.adopt(root)
         manifest = tx.commit(
             config=section,
             upstream={curated.stage: curated.name, raw.stage: raw.name, tokenizer.stage: tokenizer.name},

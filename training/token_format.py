@@ -137,12 +137,21 @@ def windows_table(windows: np.ndarray, dtype: str) -> pa.Table:
     return pa.Table.from_arrays([column], schema=token_schema(dtype, window))
 
 
+def shard_bytes(windows: np.ndarray, dtype: str, *, rows_per_batch: int | None = None) -> bytes:
+    """The bytes of a token shard holding ``windows`` (Arrow IPC file format)."""
+    table = windows_table(windows, dtype)
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=rows_per_batch)
+    return sink.getvalue().to_pybytes()
+
+
 def write_shard(
     path: str | os.PathLike, windows: np.ndarray, dtype: str, *, rows_per_batch: int | None = None
 ) -> str:
-    """Write ``windows`` as a token shard atomically (temporary name, then rename); returns its sha256.
-
-    One record batch, or batches of ``rows_per_batch`` rows (the reader works batch by batch).
+    """Write ``windows`` as a local token shard atomically (temporary name, then rename); returns its
+    sha256. One record batch, or batches of ``rows_per_batch`` rows (the reader works batch by batch).
+    The same bytes as :func:`shard_bytes`, which the Beam stage writes to any store.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ document boundary (that flag is not stored in ``tokenizer.json``; other loaders 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -63,9 +62,12 @@ def check_special_ids(tok: Tokenizer) -> None:
             raise ValueError(f"special token {token!r} has id {got}, expected {want}")
 
 
-def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+def load_tokenizer(path: Any) -> Tokenizer:
     """Load ``tokenizer.json`` for encoding documents (special-token text encoded as plain text)."""
-    tok = Tokenizer.from_file(str(path))
+    from pipelines import fs
+
+    with fs.open_read(path) as fh:
+        tok = Tokenizer.from_str(fh.read().decode("utf-8"))
     check_special_ids(tok)
     tok.encode_special_tokens = True
     return tok

@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipelines import storage
+from pipelines import fs, storage
 from pipelines.beam_stage import counter, run_stage, shard_splits
 from pipelines.config import (
     LOCAL_RUNNERS,
@@ -81,10 +78,11 @@ def work_units(shards: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
 
     Keys sort in upstream order (``<shard key>-<row group>``), which is the packing order.
     """
-    units = []
+    units: list[tuple[str, str, int]] = []
     for key, path in shards:
-        for rg in range(pq.ParquetFile(path).metadata.num_row_groups):
-            units.append((f"{key}-{rg:05d}", path, rg))
+        with storage.open_parquet(path) as pf:
+            groups = pf.metadata.num_row_groups
+        units.extend((f"{key}-{rg:05d}", path, rg) for rg in range(groups))
     return units
 
 
@@ -192,7 +190,7 @@ def build_pipeline(
     )
 
 
-def summarize(root: Path) -> dict[str, Any]:
+def summarize(root: Any) -> dict[str, Any]:
     """Fold the shard sidecars into the manifest's ``splits``, ``doc_index`` and ``stats`` entries."""
     splits: dict[str, Any] = {}
     doc_index: dict[str, Any] = {}
@@ -235,8 +233,8 @@ def summarize(root: Path) -> dict[str, Any]:
             },
         }
         for p in (root / split).glob(f"part-*{SIDECAR}"):
-            p.unlink()
-    shutil.rmtree(root / WORK_DIR, ignore_errors=True)
+            fs.remove(p)
+    fs.rmtree(root / WORK_DIR)
     return {"splits": splits, "doc_index": doc_index, "stats": stats}
 
 

@@ -13,21 +13,20 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping
 from itertools import chain
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
+from pipelines import fs, storage
 from pipelines.tokens.bpe import encode_texts, lang_bucket
 from pipelines.tokens.packing import Segment
 from pipelines.tokens.splits import SPLITS, split_of
 
 DOCS_SCHEMA = pa.schema([pa.field("doc_id", pa.string()), pa.field("tokens", pa.int64())])
-NP_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+NP_DTYPES: dict[str, np.dtype] = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
 
 class SegmentWriter:
@@ -35,12 +34,13 @@ class SegmentWriter:
 
     def __init__(self, work_dir: str | os.PathLike, split: str, key: str, dtype: str) -> None:
         self.split, self.key, self.dtype = split, key, NP_DTYPES[dtype]
-        self.dir = Path(work_dir) / split
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = fs.path(work_dir) / split
+        fs.mkdirs(self.dir)
         self.tokens_path = self.dir / f"seg-{key}.tokens"
         self.docs_path = self.dir / f"seg-{key}.docs.arrow"
-        self._tmp = self.dir / f".seg-{key}.tokens.tmp-{uuid.uuid4().hex[:8]}"
-        self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()
+        remote = fs.is_remote_path(self.dir)  # object store: written once under the final name
+        self._tmp = self.tokens_path if remote else self.dir / f".seg-{key}.tokens.tmp-{uuid.uuid4().hex[:8]}"
+        self._fh = fs.open_write(self._tmp)
         self.doc_ids: list[str] = []
         self.doc_tokens: list[int] = []
         self.bytes = 0
@@ -51,7 +51,7 @@ class SegmentWriter:
     ) -> None:
         """Append documents whose token lists already end with EOT."""
         lengths = [len(x) for x in ids]
-        flat = np.fromiter(chain.from_iterable(ids), dtype=self.dtype, count=sum(lengths))  # type: ignore[call-overload]
+        flat = np.fromiter(chain.from_iterable(ids), dtype=self.dtype, count=sum(lengths))
         self._fh.write(flat.tobytes())
         self.doc_ids.extend(doc_ids)
         self.doc_tokens.extend(lengths)
@@ -64,22 +64,24 @@ class SegmentWriter:
 
     def close(self) -> Segment:
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if fs.local_path(self._tmp) is not None:
+            os.fsync(self._fh.fileno())
         self._fh.close()
-        os.replace(self._tmp, self.tokens_path)
+        if self._tmp != self.tokens_path:
+            os.replace(str(self._tmp), str(self.tokens_path))
         table = pa.table(
             {"doc_id": pa.array(self.doc_ids, pa.string()), "tokens": pa.array(self.doc_tokens, pa.int64())},
             schema=DOCS_SCHEMA,
         )
-        tmp = self.dir / f".seg-{self.key}.docs.tmp-{uuid.uuid4().hex[:8]}"
-        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, DOCS_SCHEMA) as writer:
+        sink = pa.BufferOutputStream()
+        with ipc.new_file(sink, DOCS_SCHEMA) as writer:
             writer.write_table(table)
-        os.replace(tmp, self.docs_path)
+        fs.write_bytes(self.docs_path, sink.getvalue().to_pybytes())
         return Segment(
             split=self.split,
             key=self.key,
-            tokens_path=str(self.tokens_path),
-            docs_path=str(self.docs_path),
+            tokens_path=fs.uri(self.tokens_path),
+            docs_path=fs.uri(self.docs_path),
             tokens=int(sum(self.doc_tokens)),
             documents=len(self.doc_ids),
             bytes=self.bytes,
@@ -88,7 +90,7 @@ class SegmentWriter:
 
     def abort(self) -> None:
         self._fh.close()
-        self._tmp.unlink(missing_ok=True)
+        fs.remove(self._tmp)
 
 
 def encode_shard(
@@ -125,19 +127,19 @@ def encode_shard(
         pending[split] = []
 
     try:
-        pf = pq.ParquetFile(path)
-        has_lang = "lang" in pf.schema_arrow.names
-        columns = ["id", "text", "lang"] if has_lang else ["id", "text"]
-        for batch in pf.iter_batches(batch_size=batch_docs, columns=columns, row_groups=row_groups):
-            ids = batch.column("id").to_pylist()
-            texts = batch.column("text").to_pylist()
-            sizes = pc.binary_length(batch.column("text")).to_pylist()
-            langs = batch.column("lang").to_pylist() if has_lang else [None] * len(ids)
-            for doc in zip(ids, texts, langs, sizes, strict=True):
-                split = overrides.get(doc[0]) or split_of(doc[0], val_fraction)
-                pending[split].append(doc)
-                if len(pending[split]) >= batch_docs:
-                    flush(split)
+        with storage.open_parquet(path) as pf:
+            has_lang = "lang" in pf.schema_arrow.names
+            columns = ["id", "text", "lang"] if has_lang else ["id", "text"]
+            for batch in pf.iter_batches(batch_size=batch_docs, columns=columns, row_groups=row_groups):
+                ids = batch.column("id").to_pylist()
+                texts = batch.column("text").to_pylist()
+                sizes = pc.binary_length(batch.column("text")).to_pylist()
+                langs = batch.column("lang").to_pylist() if has_lang else [None] * len(ids)
+                for doc in zip(ids, texts, langs, sizes, strict=True):
+                    split = overrides.get(doc[0]) or split_of(doc[0], val_fraction)
+                    pending[split].append(doc)
+                    if len(pending[split]) >= batch_docs:
+                        flush(split)
         for split in SPLITS:
             flush(split)
     except BaseException:
@@ -152,10 +154,14 @@ def encode_shard(
 def read_segment_tokens(segment: Segment, start: int, end: int, dtype: str) -> np.ndarray:
     """Tokens ``[start, end)`` of a segment's token file."""
     dt = NP_DTYPES[dtype]
-    return np.fromfile(segment.tokens_path, dtype=dt, count=end - start, offset=start * dt.itemsize)  # type: ignore[call-overload,attr-defined]
+    if not fs.is_remote(segment.tokens_path):
+        return np.fromfile(segment.tokens_path, dtype=dt, count=end - start, offset=start * dt.itemsize)
+    with fs.open_read(segment.tokens_path) as fh:
+        fh.seek(start * dt.itemsize)
+        return np.frombuffer(fh.read((end - start) * dt.itemsize), dtype=dt)
 
 
 def read_segment_docs(segment: Segment) -> pa.Table:
     """The segment's ``doc_id`` and ``tokens`` (per document, EOT included) columns."""
-    with pa.OSFile(segment.docs_path, "rb") as source:
+    with fs.open_read(segment.docs_path) as source:
         return ipc.open_file(source).read_all()

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from pipelines import storage
 from pipelines.tokens.splits import VAL, in_sample, split_of
 
 COLUMNS = ["id", "text", "lang"]
@@ -67,21 +67,21 @@ class DocumentSample:
         Rows are chosen from the ``id`` column first; only the chosen texts become Python strings.
         """
         for path in self.paths:
-            pf = pq.ParquetFile(path)
-            names = set(pf.schema_arrow.names)
-            columns = [c for c in COLUMNS if c in names]
-            for batch in pf.iter_batches(batch_size=self.read_rows, columns=columns):
-                ids = batch.column("id").to_pylist()
-                self.documents_seen += len(ids)
-                is_val = [split_of(i, self.val_fraction) == VAL for i in ids]
-                if self.heldout_size < self.heldout_bytes and any(is_val):
-                    self._keep_heldout(batch, is_val, "lang" in names)
-                keep = [
-                    not v and in_sample(i, self.seed, self.rate) for i, v in zip(ids, is_val, strict=True)
-                ]
-                if any(keep):
-                    texts = batch.column("text").filter(pa.array(keep))
-                    yield texts.to_pylist(), pc.binary_length(texts).to_pylist()
+            with storage.open_parquet(path) as pf:
+                names = set(pf.schema_arrow.names)
+                columns = [c for c in COLUMNS if c in names]
+                for batch in pf.iter_batches(batch_size=self.read_rows, columns=columns):
+                    ids = batch.column("id").to_pylist()
+                    self.documents_seen += len(ids)
+                    is_val = [split_of(i, self.val_fraction) == VAL for i in ids]
+                    if self.heldout_size < self.heldout_bytes and any(is_val):
+                        self._keep_heldout(batch, is_val, "lang" in names)
+                    keep = [
+                        not v and in_sample(i, self.seed, self.rate) for i, v in zip(ids, is_val, strict=True)
+                    ]
+                    if any(keep):
+                        texts = batch.column("text").filter(pa.array(keep))
+                        yield texts.to_pylist(), pc.binary_length(texts).to_pylist()
 
     def _keep_heldout(self, batch: pa.RecordBatch, is_val: list[bool], has_lang: bool) -> None:
         mask = pa.array(is_val)

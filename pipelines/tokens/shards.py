@@ -11,19 +11,18 @@ carries counts and checksums to the driver, which folds them into ``manifest.jso
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import schemas, storage
+from pipelines import fs, schemas, storage
 from pipelines.tokens.encode import NP_DTYPES, read_segment_docs, read_segment_tokens
 from pipelines.tokens.packing import ShardTask, doc_pieces, to_windows
 from training import token_format
@@ -47,7 +46,7 @@ class PackedShard:
 def pack_shard(task: ShardTask, window: int, pad_id: int, dtype: str) -> PackedShard:
     """Read the task's token ranges from its segments and cut them into windows + index rows."""
     pieces = [read_segment_tokens(p.segment, p.start, p.end, dtype) for p in task.parts]
-    flat = np.concatenate(pieces) if pieces else np.empty(0, NP_DTYPES[dtype])  # type: ignore[call-overload]
+    flat = np.concatenate(pieces) if pieces else np.empty(0, NP_DTYPES[dtype])
     if len(flat) != task.token_end - task.token_start:
         raise RuntimeError(
             f"{task.split} shard {task.index}: read {len(flat)} tokens from segments, expected "
@@ -77,20 +76,27 @@ def pack_shard(task: ShardTask, window: int, pad_id: int, dtype: str) -> PackedS
     )
 
 
-def write_parquet(path: Path, table: pa.Table) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp, compression="zstd")
-    digest = storage.sha256_file(tmp)
-    os.replace(tmp, path)
-    return digest
+def write_parquet(path: Any, table: pa.Table) -> str:
+    """Write ``table`` as one Parquet file (atomically, local or object store); returns its sha256."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    fs.write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_token_shard(path: Any, windows: np.ndarray, dtype: str) -> str:
+    """Write one token shard (atomically, local or object store); returns its sha256."""
+    data = token_format.shard_bytes(windows, dtype)
+    fs.write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_packed_shard(
     root: str | os.PathLike, shard: PackedShard, dtype: str, eot_id: int
 ) -> dict[str, Any]:
     """Write the shard, its document index and its sidecar under the version directory ``root``."""
-    root = Path(root)
+    base = fs.path(root)
     rel = token_format.shard_path(shard.split, shard.index)
     rel_index = f"{INDEX_DIR}/{shard.split}/part-{shard.index:05d}.parquet"
     info = {
@@ -98,21 +104,22 @@ def write_packed_shard(
         "index": shard.index,
         "path": rel,
         "sequences": int(shard.windows.shape[0]),
-        "sha256": token_format.write_shard(root / rel, shard.windows, dtype),
+        "sha256": write_token_shard(base / rel, shard.windows, dtype),
         "tokens": int(shard.tokens),
         "documents_ending": int(np.count_nonzero(shard.windows == eot_id)),
         "index_path": rel_index,
         "index_rows": shard.doc_index.num_rows,
-        "index_sha256": write_parquet(root / rel_index, shard.doc_index),
+        "index_sha256": write_parquet(base / rel_index, shard.doc_index),
         "split_summary": dict(shard.summary),
     }
-    storage.atomic_write_json(root / (rel + SIDECAR), info)
+    storage.atomic_write_json(base / (rel + SIDECAR), info)
     return info
 
 
 def collect_split(root: str | os.PathLike, split: str) -> list[dict[str, Any]]:
     """The sidecars of one split, in shard order; raises if shards are missing from the sequence."""
-    directory = Path(root) / split
+    directory = fs.path(root) / split
+    fs.refresh(directory)
     infos = [json.loads(p.read_text()) for p in sorted(directory.glob(f"part-*{SIDECAR}"))]
     infos.sort(key=lambda i: i["index"])
     if [i["index"] for i in infos] != list(range(len(infos))):

@@ -12,15 +12,13 @@ Each returns a dict with ``problems`` (human-readable, naming the file) and the 
 from __future__ import annotations
 
 import unicodedata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 
-from pipelines import schemas, storage
+from pipelines import fs, schemas, storage
 from pipelines.tokens.bpe import load_tokenizer
 from pipelines.tokens.splits import TRAIN, VAL, source_id
 
@@ -32,9 +30,9 @@ ROUND_TRIP_SAMPLES = (
 )
 
 
-def _count_shard(path: Path, schema: pa.Schema, pad_id: int, eot_id: int) -> dict[str, Any]:
+def _count_shard(path: Any, schema: pa.Schema, pad_id: int, eot_id: int) -> dict[str, Any]:
     """Rows, real tokens, EOTs, and where padding starts (``first_pad``; -1 for none) in one shard."""
-    with pa.memory_map(str(path), "r") as source:
+    with fs.open_read(path) as source:
         reader = ipc.open_file(source)
         if reader.schema.names != ["tokens"] or not reader.schema.field(0).type.equals(schema.field(0).type):
             raise ValueError(f"schema {reader.schema.field(0).type} != {schema.field(0).type}")
@@ -57,9 +55,9 @@ def _count_shard(path: Path, schema: pa.Schema, pad_id: int, eot_id: int) -> dic
     return {"rows": rows, "tokens": tokens, "eots": eots, "first_pad": first_pad, "tail_ok": tail_ok}
 
 
-def audit_shards(version_dir: str | Path) -> dict[str, Any]:
+def audit_shards(version_dir: Any) -> dict[str, Any]:
     """Re-count the token shards of a ``tokens`` version and compare with its manifest."""
-    root = Path(version_dir)
+    root = fs.path(version_dir)
     manifest = storage.StageVersion(root.parent, root.name).manifest()
     window = int(manifest["seq_len"]) + 1
     schema = schemas.token_schema(manifest["dtype"], window)
@@ -99,14 +97,14 @@ def audit_shards(version_dir: str | Path) -> dict[str, Any]:
     return {"problems": problems, "measured": measured}
 
 
-def _index_files(root: Path, manifest: dict, split: str) -> list[Path]:
+def _index_files(root: Any, manifest: dict, split: str) -> list[Any]:
     entry = (manifest.get("doc_index") or {}).get(split) or {"files": []}
     return [root / f["path"] for f in entry["files"]]
 
 
-def audit_splits(version_dir: str | Path) -> dict[str, Any]:
+def audit_splits(version_dir: Any) -> dict[str, Any]:
     """No document id in both splits; each split's index starts exactly its ``documents``."""
-    root = Path(version_dir)
+    root = fs.path(version_dir)
     manifest = storage.StageVersion(root.parent, root.name).manifest()
     problems: list[str] = []
     val_ids: set[str] = set()
@@ -115,11 +113,12 @@ def audit_splits(version_dir: str | Path) -> dict[str, Any]:
         starts[split] = 0
         for path in _index_files(root, manifest, split):
             if not path.is_file():
-                problems.append(f"{path.relative_to(root)}: document index file missing")
+                problems.append(f"{path.name}: document index file missing")
                 continue
             try:
-                pf = pq.ParquetFile(path)
-                for batch in pf.iter_batches(columns=["doc_id", "doc_token_start"]):
+                with storage.open_parquet(path) as pf:
+                    batches = list(pf.iter_batches(columns=["doc_id", "doc_token_start"]))
+                for batch in batches:
                     ids = batch.column(0)
                     first = np.asarray(batch.column(1).to_numpy(zero_copy_only=False)) == 0
                     starts[split] += int(first.sum())
@@ -131,7 +130,7 @@ def audit_splits(version_dir: str | Path) -> dict[str, Any]:
                             f"document {x!r} (or its source) is in both train and val" for x in both[:5]
                         ]
             except (pa.ArrowInvalid, OSError) as exc:
-                problems.append(f"{path.relative_to(root)}: unreadable document index ({exc})")
+                problems.append(f"{path.name}: unreadable document index ({exc})")
         expected = int(manifest["splits"].get(split, {}).get("documents", 0))
         if starts[split] != expected:
             problems.append(
@@ -140,9 +139,9 @@ def audit_splits(version_dir: str | Path) -> dict[str, Any]:
     return {"problems": problems[:50], "documents": starts, "val_ids": len(val_ids)}
 
 
-def audit_tokenizer(version_dir: str | Path) -> dict[str, Any]:
+def audit_tokenizer(version_dir: Any) -> dict[str, Any]:
     """``tokenizer.json`` exists, matches its sha256, loads, and round-trips the sample texts."""
-    root = Path(version_dir)
+    root = fs.path(version_dir)
     entry = storage.StageVersion(root.parent, root.name).manifest()["tokenizer"]
     path = root / entry["path"]
     if not path.is_file():

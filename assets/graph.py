@@ -139,7 +139,7 @@ STAGES: tuple[Stage, ...] = (
         run="pipelines.bias.report:run",
         upstream=("filtered",),
         checks=("report_complete",),
-        metadata="assets.bias:report_metadata",
+        metadata="assets.card:report_metadata",  # the data card plus the dataset card
         params=_bias_report_params,
         description=(
             "Data card: representation (pronouns, gendered nouns, identity axes; en and zh) before and "
@@ -169,7 +169,7 @@ STAGES: tuple[Stage, ...] = (
         run="pipelines.tokens.dataset:run",
         upstream=("filtered", "tokenizer"),
         checks=("shards_match_manifest", "splits_disjoint"),
-        metadata="assets.tokens:dataset_metadata",
+        metadata="assets.card:dataset_metadata",  # dataset metadata plus the dataset card
         description=(
             "Filtered documents -> train/val split by id hash -> batched encode + EOT -> packed windows "
             "of seq_len + 1 tokens in Arrow IPC shards (uint16/uint32) with a Parquet document index. "
@@ -224,12 +224,13 @@ STAGES: tuple[Stage, ...] = (
         upstream=("tokens", "ablation_tokens", "tokenizer"),
         kind="process",
         section="model",
-        metadata="assets.training:ablation_metadata",
+        metadata="assets.card:ablation_metadata",
         description=(
             "Data-quality proof: trains the same model for the same number of tokens on the raw corpus "
             "and on the curated corpus (both tokenized with the curated tokenizer, same split by "
-            "document id) and reports validation perplexity of both on the held-out curated validation "
-            "split. Config: `model`."
+            "document id), `model.ablation_seeds` seeds each, and reports held-out loss and perplexity "
+            "(mean ± spread) of every model on the same neutral set (the raw corpus's validation "
+            "split, which no filter saw) and on the curated validation split. Config: `model`."
         ),
     ),
 )

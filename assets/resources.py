@@ -60,6 +60,7 @@ class BeamRunner(dg.ConfigurableResource):
             if self.direct_num_workers < 0
             else self.direct_num_workers,
             options=list(base.options) + list(self.options),
+            dask_address=base.dask_address,
         )
 
     def pipeline_options(self, cfg: pc.CorpusforgeConfig) -> Any:

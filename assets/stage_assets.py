@@ -7,6 +7,7 @@ read the version that the asset's latest materialization recorded, not whatever 
 """
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -17,11 +18,19 @@ from assets.graph import STAGES, Stage, load
 from assets.reporting import stage_metadata
 from assets.resources import BeamRunner, CorpusforgeSettings
 from pipelines import config as pc
-from pipelines import storage
+from pipelines import fs, storage
 from pipelines.code_version import code_version
 from pipelines.stage import StageResult
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(pc.CorpusforgeConfig)}
+# Callables that also get every progress / result line of a stage (the CLI's live display).
+LISTENERS: list[Callable[[str], Any]] = []
+
+
+def _tell(context: Any, message: str) -> None:
+    context.log.info(message)
+    for listener in LISTENERS:
+        listener(message)
 
 
 def section_of(stage: Stage) -> str:
@@ -79,18 +88,24 @@ def materialize_stage(
     cfg = settings.load(section or None, values if section else None)
     options = beam.pipeline_options(cfg) if stage.kind == "beam" else None
     runner = f" with runner {beam.spec(cfg.runner).runner}" if options is not None else ""
-    context.log.info(f"running stage {stage.name!r}{runner} on {cfg.paths.data_dir}")
+    _tell(context, f"{stage.name}: running{runner} on {fs.uri(cfg.paths.data_dir)}")
     launch = pipes_launcher(context) if stage.kind == "process" else None
-    job = stage.job(cfg, options, reuse=reuse, log=context.log.info, launch=launch)
+    job = stage.job(cfg, options, reuse=reuse, log=lambda m: _tell(context, m), launch=launch)
     result: StageResult = stage.run_function()(job)
     stats = result.manifest.get("stats") or {}
     metadata: dict[str, Any] = {}
     if "documents_in" in stats:
-        context.log.info(
-            f"{stage.name}: {stats['documents_in']} in, {stats.get('documents_out')} kept, "
-            f"{stats.get('removed')} removed"
+        _tell(
+            context,
+            f"{stage.name}: {stats['documents_in']:,} in, {stats.get('documents_out'):,} kept, "
+            f"{stats.get('removed'):,} removed" + (" (re-used)" if result.reused else ""),
         )
         metadata.update(stage_metadata(result.version, result.manifest))
+    else:
+        _tell(
+            context,
+            f"{stage.name}: committed {result.version.name}" + (" (re-used)" if result.reused else ""),
+        )
     if stage.metadata:
         metadata.update(load(stage.metadata)(result))
     metadata.update(
@@ -151,7 +166,14 @@ def stage_check(stage: Stage, name: str) -> dg.AssetChecksDefinition:
         asset=dg.AssetKey(stage.name), name=name, blocking=check.blocking, description=body.__doc__
     )
     def _check(context: dg.AssetCheckExecutionContext, settings: CorpusforgeSettings) -> dg.AssetCheckResult:
-        return body(stage, materialized_version(context, stage.name, settings.load().paths.data_dir))
+        result = body(stage, materialized_version(context, stage.name, settings.load().paths.data_dir))
+        verdict = "passed" if result.passed else "FAILED"
+        for listener in LISTENERS:
+            listener(
+                f"{stage.name}: check {name} {verdict}"
+                + (f": {result.description}" if not result.passed and result.description else "")
+            )
+        return result
 
     return _check
 

@@ -74,34 +74,96 @@ def perplexity_is_finite(stage: Any, version: storage.StageVersion) -> dg.AssetC
     return dg.AssetCheckResult(passed=bool(ok), metadata={"val_ppl": _fmt(ppl), "vocab_size": vocab})
 
 
+def _mean_spread(stats: Any) -> str:
+    if not stats or stats.get("mean") is None:
+        return "n/a"
+    if (stats.get("n") or 0) > 1:
+        return f"{stats['mean']:.4g} ± {stats['std']:.2g}"
+    return f"{stats['mean']:.4g}"
+
+
 def ablation_metadata(result: StageResult) -> dict[str, Any]:
-    """Raw vs curated: documents, tokens seen, losses, held-out perplexity and loss curves."""
-    report = result.manifest["report"]
+    """Raw vs curated over seeds: held-out perplexity (mean ± standard deviation) on the neutral raw
+    validation set and on the curated validation set, per-seed runs, and mean loss curves."""
+    manifest = result.manifest
+    report = manifest["report"]
+    ab = manifest.get("ablation") or {}
+    neutral = ab.get("neutral_set")
+    sets = dict(sorted((ab.get("eval_sets") or {}).items(), key=lambda kv: (kv[0] != neutral, kv[0])))
+    summary = ab.get("summary") or {}
     rows = [
         {
             "corpus": k,
             "train documents": v["train_documents"],
             "tokens seen": v["tokens_seen"],
-            "final train loss": f"{v['final_train_loss']:.3f}",
-            "held-out loss": _fmt(v["heldout_loss"]),
-            "held-out perplexity": _fmt(v["heldout_ppl"]),
+            "seeds": v.get("seeds", 1),
+            "final train loss": _fmt(v.get("final_train_loss")),
+            **(
+                {
+                    f"{name} perplexity": _mean_spread(summary.get(k, {}).get(name, {}).get("ppl"))
+                    for name in sets
+                }
+                if sets
+                else {"held-out perplexity": _fmt(v["heldout_ppl"])}
+            ),
         }
         for k, v in report.items()
     ]
     curves = {
         f"{k} train loss": (v["loss_curve"]["step"], v["loss_curve"]["loss"]) for k, v in report.items()
     }
-    ppl = {k: float(v["heldout_ppl"]) for k, v in report.items() if v["heldout_ppl"] is not None}
-    gain = (ppl["raw"] - ppl["curated"]) / ppl["raw"] if len(ppl) == 2 and ppl["raw"] else None
-    return {
+    ppl = {
+        k: float(summary[k][neutral]["ppl"]["mean"])
+        if neutral and summary.get(k, {}).get(neutral, {}).get("ppl", {}).get("mean") is not None
+        else float(v["heldout_ppl"])
+        for k, v in report.items()
+        if v.get("heldout_ppl") is not None
+    }
+    meta: dict[str, Any] = {
         "comparison": dg.MetadataValue.md(markdown_table(rows)),
         "heldout_perplexity_chart": dg.MetadataValue.md(
-            bar_chart_md("Held-out perplexity (lower is better)", ppl, xlabel="perplexity")
+            bar_chart_md("Held-out perplexity, neutral set (lower is better)", ppl, xlabel="perplexity")
         ),
         "loss_curves": dg.MetadataValue.md(
-            line_chart_md("Training loss", curves, xlabel="step", ylabel="loss")
-        ),
-        "perplexity_reduction": dg.MetadataValue.text(
-            "n/a" if gain is None else f"{100 * gain:.1f}% lower with curation"
+            line_chart_md("Training loss (mean over seeds)", curves, xlabel="step", ylabel="loss")
         ),
     }
+    comparison = ab.get("comparison") or {}
+    if comparison:
+        lines = []
+        for name, c in comparison.items():
+            red = c.get("ppl_reduction") or {}
+            if red.get("mean") is None:
+                lines.append(f"{name}: n/a")
+                continue
+            lines.append(
+                f"{name}: {100 * red['mean']:.1f}% ± {100 * (red.get('std') or 0.0):.1f}% perplexity reduction "
+                f"with curation (curated better in {c.get('curated_better')}/{c.get('seeds')} seeds)"
+            )
+        meta["perplexity_reduction"] = dg.MetadataValue.text("; ".join(lines))
+        meta["seeds"] = dg.MetadataValue.text(", ".join(map(str, ab.get("seeds", []))))
+        meta["eval_sets"] = dg.MetadataValue.md(
+            "\n".join(
+                f"- `{k}`: {v.get('description', '')} ({v.get('documents')} documents, {v.get('tokens')} tokens)"
+                for k, v in sets.items()
+            )
+        )
+        meta["runs"] = dg.MetadataValue.md(
+            markdown_table(
+                [
+                    {
+                        "corpus": r["corpus"],
+                        "seed": r["seed"],
+                        "final train loss": _fmt(r.get("final_train_loss")),
+                        **{f"{k} ppl": _fmt(e.get("ppl")) for k, e in r.get("eval", {}).items()},
+                    }
+                    for r in ab.get("runs", [])
+                ]
+            )
+        )
+    else:  # a version written before seeds and the neutral set
+        gain = (ppl["raw"] - ppl["curated"]) / ppl["raw"] if len(ppl) == 2 and ppl.get("raw") else None
+        meta["perplexity_reduction"] = dg.MetadataValue.text(
+            "n/a" if gain is None else f"{100 * gain:.1f}% lower with curation"
+        )
+    return meta

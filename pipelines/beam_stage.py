@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import fs, storage
 from pipelines.config import LOCAL_RUNNERS, OutputConfig, RunnerConfig, fingerprint
+from pipelines.progress import ProgressMonitor
 from pipelines.stage import StageJob, StageResult
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,16 @@ NAMESPACE = "corpusforge"
 
 
 def pipeline_options(runner: RunnerConfig, *, in_memory: bool = False) -> PipelineOptions:
-    """Beam options for ``runner``; ``in_memory`` forces a single-process local run (tests, tiny jobs)."""
-    args = [f"--runner={runner.runner}"]
+    """Beam options for ``runner``; ``in_memory`` forces a single-process local run (tests, tiny jobs).
+
+    ``DaskRunner`` (or Beam's class path for it) runs on ``pipelines.runners.dask_fixes`` against
+    the scheduler at ``runner.dask_address``.
+    """
+    from pipelines.runners import is_dask, runner_class
+
+    args = [f"--runner={runner_class(runner.runner)}"]
+    if is_dask(runner.runner) and runner.dask_address:
+        args.append(f"--dask_client_address={runner.dask_address}")
     if runner.runner in LOCAL_RUNNERS:
         mode = "in_memory" if in_memory else runner.direct_running_mode
         workers = runner.direct_num_workers or (os.cpu_count() or 1)
@@ -89,17 +98,26 @@ def counter(name: str) -> Any:
     return beam.metrics.Metrics.counter(NAMESPACE, name)
 
 
-def query_counters(result: Any) -> dict[str, int]:
-    """Committed (else attempted) values of this project's Beam counters.
+# Beam counters of a finished job, or None when the runner reports no metrics: recorded in the manifest
+# as ``"counters": null`` with ``counters_note``, never as an empty dict that would read as zeros.
+# Counters are for monitoring only; no statistic or check reads them.
+Counters = dict[str, int] | None
+COUNTERS_UNAVAILABLE = "the runner reported no Beam metrics; counters are unknown, not zero"
+
+
+def query_counters(result: Any) -> Counters:
+    """Committed (else attempted) values of this project's Beam counters; ``None`` when the runner
+    cannot report metrics (its ``metrics()`` raises) -- unknown, not zero.
 
     Counters in the ``corpusforge`` namespace keep their name; those of sub-namespaces such as
     ``corpusforge.dedup.cc`` are keyed ``<namespace>:<name>``.
     """
-    out: dict[str, int] = {}
     try:
         metrics = result.metrics().query(MetricsFilter())
-    except Exception:  # some runners do not support metric queries
-        return out
+    except Exception as exc:  # NotImplementedError, missing metrics service, ...: say so, return None
+        log.warning("%s (%s: %s)", COUNTERS_UNAVAILABLE, type(exc).__name__, exc)
+        return None
+    out: dict[str, int] = {}
     for c in metrics["counters"]:
         ns = c.key.metric.namespace
         if not ns.startswith(NAMESPACE):
@@ -110,7 +128,7 @@ def query_counters(result: Any) -> dict[str, int]:
     return out
 
 
-def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOptions) -> dict[str, int]:
+def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOptions) -> Counters:
     """Build and run one pipeline to completion; returns its counters.
 
     An interrupt (Ctrl-C, SIGTERM, Dagster terminating the run) or a failure while waiting cancels
@@ -144,22 +162,35 @@ def run_stage(
     build: Callable[[beam.Pipeline, storage.StageVersion], None],
     options: PipelineOptions,
     kinds: tuple[str, ...] = ("documents", "ledger"),
-    finalize: Callable[[storage.StageVersion, dict[str, int], dict[str, Any]], Mapping[str, Any]]
-    | None = None,
+    finalize: Callable[[storage.StageVersion, Any, dict[str, Any]], Mapping[str, Any]] | None = None,
     reuse: bool = False,
     inputs: int = 0,
+    log: Callable[[str], Any] | None = None,
+    total_documents: int | None = None,
 ) -> StageResult:
     """Run a stage's pipeline into a new version inside :func:`storage.transaction`.
 
-    ``finalize(version, counters, entries)`` may add entries (stats, reports) to the manifest.
+    ``finalize(version, counters, entries)`` may add entries (stats, reports) to the manifest
+    (``counters``: see :data:`Counters`; for monitoring only).
     ``inputs`` (splits or upstream rows): when there were some but no shard of any ``kinds`` was
     written, the version is refused, not committed empty (workers writing somewhere else).
+    ``log`` gets a progress line every ``output.progress_seconds`` while the job runs (documents
+    written so far, rates, and an ETA against ``total_documents`` when known).
     """
     with storage.transaction(data_dir, stage, fp, reuse=reuse, keep_versions=output.keep_versions) as tx:
         if tx.reused is not None:
             return StageResult(tx.reused, tx.manifest or {}, {}, reused=True)
         version = tx.version
-        counters = run_pipeline(lambda p: build(p, version), options)
+        monitor = ProgressMonitor(
+            stage,
+            version,
+            kinds if log else (),
+            log or print,
+            total=total_documents,
+            every=output.progress_seconds,
+        )
+        with monitor:
+            counters = run_pipeline(lambda p: build(p, version), options)
         entries = {kind: storage.collect_shards(version.dir(kind)) for kind in kinds}
         if inputs and kinds and not any(e["shards"] for e in entries.values()):
             raise EmptyOutputError(
@@ -169,6 +200,8 @@ def run_stage(
             )
         extra = dict(finalize(version, counters, entries)) if finalize else {}
         extra.setdefault("counters", counters)
+        if counters is None:
+            extra.setdefault("counters_note", COUNTERS_UNAVAILABLE)
         manifest = tx.commit(config=config, upstream=upstream, entries=entries, extra=extra)
     return StageResult(version, manifest, counters)
 
@@ -182,9 +215,7 @@ def run_downstream_stage(
     *,
     section: dict[str, Any],
     build: Callable[[beam.Pipeline, list[tuple[str, str]], storage.StageVersion], None],
-    finalize: Callable[
-        [storage.StageVersion, dict[str, int], dict[str, Any], dict[str, Any]], Mapping[str, Any]
-    ],
+    finalize: Callable[[storage.StageVersion, Any, dict[str, Any], dict[str, Any]], Mapping[str, Any]],
     kinds: tuple[str, ...] = ("documents", "ledger"),
     fingerprint_extra: tuple[Any, ...] = (),
     config_extra: Mapping[str, Any] | None = None,
@@ -212,6 +243,8 @@ def run_downstream_stage(
         finalize=lambda v, counters, entries: finalize(v, counters, entries, up_docs),
         reuse=job.reuse,
         inputs=int(up_docs.get("rows") or 0),
+        log=job.log,
+        total_documents=int(up_docs.get("rows") or 0),
     )
 
 

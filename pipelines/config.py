@@ -50,7 +50,8 @@ class PathsConfig:
 class RunnerConfig:
     runner: str = _f(
         "FnApiRunner",
-        "Beam runner: FnApiRunner (local), DirectRunner, PrismRunner, FlinkRunner, SparkRunner, DataflowRunner.",
+        "Beam runner: FnApiRunner (local), DirectRunner, PrismRunner, FlinkRunner, SparkRunner, DataflowRunner, "
+        "DaskRunner (pipelines.runners.dask_fixes, with runner.dask_address).",
     )
     direct_running_mode: str = _f(
         "multi_processing", "FnApiRunner mode: in_memory, multi_threading or multi_processing."
@@ -58,6 +59,11 @@ class RunnerConfig:
     direct_num_workers: int = _f(2, "FnApiRunner workers; 0 means one per CPU core.")
     options: list = _f(
         [], "Extra Beam pipeline options passed through verbatim, e.g. ['--flink_master=host:8081']."
+    )
+    dask_address: str = _f(
+        "",
+        "DaskRunner: the Dask scheduler, e.g. 'tcp://10.0.0.5:8786'; '' starts a local Dask cluster "
+        "(one per process, for trying it out).",
     )
 
 
@@ -67,6 +73,7 @@ class OutputConfig:
     row_group_rows: int = _f(2048, "Rows per Parquet row group (the unit the next stage streams).")
     compression: str = _f("zstd", "Parquet compression codec.")
     keep_versions: int = _f(2, "Older committed versions of a stage kept on disk before garbage collection.")
+    progress_seconds: float = _f(15.0, "Seconds between progress lines while a stage's Beam job runs.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -403,6 +410,14 @@ def _validate(cfg: CorpusforgeConfig) -> None:
         f"runner.direct_running_mode must be in_memory, multi_threading or multi_processing, not {r.direct_running_mode!r}",
     )
     need(r.direct_num_workers >= 0, "runner.direct_num_workers must be >= 0")
+    need(
+        not r.dask_address or r.runner in DASK_RUNNERS,
+        f"runner.dask_address is set but runner.runner is {r.runner!r}; use runner.runner: DaskRunner",
+    )
+    need(
+        not any(str(o).startswith("--dask_client_address") for o in r.options) or not r.dask_address,
+        "runner.dask_address and --dask_client_address in runner.options both name the scheduler; keep one",
+    )
     need(cfg.output.max_shard_bytes >= 1024, "output.max_shard_bytes must be at least 1024")
     need(cfg.output.row_group_rows >= 1, "output.row_group_rows must be >= 1")
     bad = sorted(set(cfg.raw.formats) - {"jsonl", "txt", "parquet"})
@@ -443,6 +458,7 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     need(0.0 <= cfg.tokens.val_fraction < 1.0, "tokens.val_fraction must be within [0, 1)")
     need(cfg.model.device in ("auto", "cpu", "cuda"), "model.device must be auto, cpu or cuda")
     need(cfg.output.keep_versions >= 1, "output.keep_versions must be >= 1")
+    need(cfg.output.progress_seconds > 0, "output.progress_seconds must be > 0")
     need(
         cfg.output.compression in PARQUET_CODECS,
         f"output.compression must be one of {', '.join(PARQUET_CODECS)}, not {cfg.output.compression!r}",
@@ -509,13 +525,19 @@ ISO639_2_TO_1 = {
 }  # fmt: skip
 PARQUET_CODECS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
 LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner"})
-KNOWN_RUNNERS = LOCAL_RUNNERS | {
-    "PrismRunner",
-    "PortableRunner",
-    "FlinkRunner",
-    "SparkRunner",
-    "DataflowRunner",
-}
+# Beam's DaskRunner by either name runs on pipelines.runners.dask_fixes.CorpusforgeDaskRunner.
+DASK_RUNNERS = frozenset({"DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner"})
+KNOWN_RUNNERS = (
+    LOCAL_RUNNERS
+    | DASK_RUNNERS
+    | {
+        "PrismRunner",
+        "PortableRunner",
+        "FlinkRunner",
+        "SparkRunner",
+        "DataflowRunner",
+    }
+)
 
 
 def _leaves(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:

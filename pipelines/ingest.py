@@ -27,7 +27,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 
 from pipelines import fs, schemas, storage
-from pipelines.beam_stage import WriteShardsFn, counter, run_stage
+from pipelines.beam_stage import WriteShardsFn, WriteStat, counter, read_stat, run_stage
 from pipelines.config import CorpusforgeConfig, IngestConfig, fingerprint, to_dict
 from pipelines.stage import StageJob, StageResult
 
@@ -505,6 +505,9 @@ class ReadSplitFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(kind, (split.key, row))
 
 
+RECORDS_READ = "records_read"  # statistic: records the readers emitted (documents + quarantined)
+
+
 def build_ingest(pipeline: beam.Pipeline, splits: list[Split], cfg: CorpusforgeConfig, out_dir: str) -> None:
     outputs = (
         pipeline
@@ -518,6 +521,14 @@ def build_ingest(pipeline: beam.Pipeline, splits: list[Split], cfg: CorpusforgeC
     outputs.ledger | "WriteQuarantine" >> beam.ParDo(
         WriteShardsFn(f"{out_dir}/ledger", schemas.LEDGER, cfg.output)
     )
+    # The conservation input: every record the readers emitted, counted before any writer (data, not
+    # Beam counters, which some runners cannot report).
+    _ = (
+        (outputs.documents, outputs.ledger)
+        | "AllRecords" >> beam.Flatten()
+        | "CountRecords" >> beam.combiners.Count.Globally()
+        | WriteStat(out_dir, RECORDS_READ)
+    )
 
 
 def input_fingerprint(splits: list[Split]) -> str:
@@ -526,13 +537,16 @@ def input_fingerprint(splits: list[Split]) -> str:
     return fingerprint(sorted(seen.items()))
 
 
-def _finalize(counters: dict[str, int], entries: dict[str, Any], n_splits: int) -> dict[str, Any]:
+def _finalize(version: storage.StageVersion, entries: dict[str, Any], n_splits: int) -> dict[str, Any]:
+    """Stats with the reader's record count (the ``records_read`` statistic) as the input count; without
+    it the input is unknown and ``conserved`` is false (never the written rows counted as the input)."""
     from pipelines.reports import stage_stats
 
-    read = None
-    if "raw.documents" in counters or "raw.quarantined" in counters:
-        read = counters.get("raw.documents", 0) + counters.get("raw.quarantined", 0)
-    return {"stats": stage_stats(entries, None, read), "records_read": read, "splits": n_splits}
+    read = read_stat(version, RECORDS_READ)
+    stats = stage_stats(entries, None, read)
+    if read is None:
+        stats["conserved"] = False
+    return {"stats": stats, "records_read": read, "splits": n_splits}
 
 
 def run(job: StageJob) -> StageResult:
@@ -552,7 +566,8 @@ def run(job: StageJob) -> StageResult:
         output=cfg.output,
         build=lambda p, v: build_ingest(p, splits, cfg, str(v.path)),
         options=job.options,
-        finalize=lambda v, counters, entries: _finalize(counters, entries, len(splits)),
+        finalize=lambda v, counters, entries: _finalize(v, entries, len(splits)),
         reuse=job.reuse,
         inputs=len(splits),
+        log=job.log,
     )

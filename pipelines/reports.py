@@ -59,17 +59,26 @@ def stage_stats(
 
 
 def conservation(version: storage.StageVersion, upstream: storage.StageVersion | None) -> dict[str, Any]:
-    """Recount a committed stage from its shards' row counts: input = kept + removed (- added)."""
+    """Recount a committed stage from its shards' row counts: input = kept + removed (- added).
+
+    The input is the upstream version's document count, or for the first stage the records its
+    readers counted (``records_read``). When that is unknown (``null``: an older manifest, a job that
+    did not report it) the check fails with ``documents_in = -1`` and ``input_known = 0``: the written
+    rows are never taken as their own input, which would always balance.
+    """
     m = version.manifest()
     entries = {k: m.get(k) for k in ("documents", "ledger")}
     up = upstream.manifest()["documents"] if upstream is not None else None
-    s = stage_stats(entries, up, m.get("records_read"))
+    records_read = m.get("records_read")
+    known = up is not None or records_read is not None
+    s = stage_stats(entries, up, records_read)
     return {
-        "passed": s["conserved"],
-        "documents_in": s["documents_in"],
+        "passed": bool(s["conserved"]) and known,
+        "documents_in": s["documents_in"] if known else -1,
         "documents_out": s["documents_out"],
         "removed": s["removed"],
         "added": s["documents_added"],
+        "input_known": int(known),
     }
 
 

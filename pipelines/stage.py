@@ -55,5 +55,5 @@ class StageResult:
 
     version: storage.StageVersion
     manifest: dict[str, Any]
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] | None = field(default_factory=dict)  # None: the runner reports no metrics
     reused: bool = False

@@ -33,3 +33,21 @@ def test_config_lists_every_key(capsys):
 def test_report_of_a_missing_data_dir_says_so(tmp_path, capsys):
     assert main(["report", "--data-dir", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_run_is_quiet_by_default_and_logs_everything_to_a_file(tmp_path, capsys, monkeypatch, bad_corpus):
+    root, _ = bad_corpus
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CORPUSFORGE_BEAM_MODE", "in_memory")
+    config = tmp_path / "c.yaml"
+    config.write_text("raw:\n  max_record_bytes: 4096\nclean:\n  gopher_quality:\n    min_words: 5\n")
+    data = tmp_path / "data"
+    args = ["run", "--config", str(config), "--input", str(root), "--data-dir", str(data), "--workers", "1"]
+    assert main([*args, "--select", "raw,clean"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) <= 20, out
+    assert any("raw: check conservation passed" in line for line in out)
+    assert any(line.startswith("== clean:") and " in -> " in line for line in out)
+    assert not any("DEBUG" in line or "sdk_worker" in line for line in out)
+    logs = list((data / "logs").glob("run-*.log"))
+    assert len(logs) == 1 and "STEP_SUCCESS" in logs[0].read_text()

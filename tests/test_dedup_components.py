@@ -11,9 +11,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import storage
+from pipelines import beam_scratch, storage
 from pipelines.beam_stage import WriteStat, read_stat
-from pipelines.dedup.beam_components import NAMESPACE, ConnectedComponents
+from pipelines.dedup.beam_components import (
+    NAMESPACE,
+    ComponentLabels,
+    ConnectedComponents,
+    StartComponents,
+    iterate_components,
+)
 from pipelines.dedup.components import (
     ComponentsNotConverged,
     rounds_needed,
@@ -160,3 +166,65 @@ def test_beam_count_mode_flags_instead_of_failing():
     edges = [(ids[i], ids[i + 1]) for i in range(63)]
     assert _run(edges, 2, on_unconverged="count") == (2, False)
     assert issubclass(ComponentsNotConverged, RuntimeError)
+
+
+# -- the driver loop of the dedup job: one pipeline per round, files between rounds ----------------
+
+
+def _in_memory_run(build):
+    p = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=in_memory"]))
+    build(p)
+    p.run().wait_until_finish()
+
+
+def _loop(edges, max_rounds, expected=None, on_unconverged="raise"):
+    """Round 0 in the pipeline that has the edges, then ``iterate_components``; the changed-edge
+    count of every round run, and the labels checked against ``expected``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        version = storage.StageVersion(Path(tmp), "v")
+        version.path.mkdir()
+        work = str(version.path / "_scratch")
+        beam_scratch.create(work)
+        _in_memory_run(lambda p: p | beam.Create(edges) | StartComponents(work, str(version.path)))
+        history = iterate_components(_in_memory_run, version, work, max_rounds, on_unconverged=on_unconverged)
+        if expected is not None:
+
+            def labels(p):
+                assert_that(p | ComponentLabels(work, len(history)), equal_to(sorted(expected.items())))
+
+            _in_memory_run(labels)
+        rounds = sorted(f.name for f in Path(work).iterdir())
+    # one pipeline per round, each writing the next round's edges (an empty table writes no file)
+    assert rounds == ([f"edges-{k:02d}" for k in range(len(history) + 1)] if edges else [])
+    return history
+
+
+def test_loop_stops_after_the_first_round_without_changes_like_the_pure_rounds():
+    rng = random.Random(11)
+    ids = [f"p{rng.getrandbits(40):010x}" for _ in range(200)]
+    edges = [(ids[i], ids[i + 1]) for i in range(199)]
+    labels, history = star_components(edges)
+    assert _loop(edges, 30, union_find_components(edges)) == history
+    assert rounds_needed(history) == (len(history) - 1, True) and len(history) > 4
+
+
+def test_loop_random_graphs_self_loops_and_duplicates_equal_union_find():
+    rng = random.Random(5)
+    edges = [("solo", "solo"), ("x1", "x2"), ("x2", "x1")]
+    for g in range(25):
+        edges += _random_graph(rng, f"r{g}-", rng.randint(2, 60), rng.randint(1, 70))
+    history = _loop(edges, 30, union_find_components(edges))
+    assert history == star_components(edges)[1]
+
+
+def test_loop_without_edges_runs_round_zero_only():
+    assert _loop([], 5, {}) == [0]
+
+
+def test_loop_raises_or_counts_when_the_last_round_still_changes():
+    ids = [f"n{i:03d}" for i in range(64)]
+    edges = [(ids[i], ids[i + 1]) for i in range(63)]
+    with pytest.raises(ComponentsNotConverged, match="did not converge in 2 rounds"):
+        _loop(edges, 2)
+    history = _loop(edges, 2, on_unconverged="count")
+    assert len(history) == 2 and rounds_needed(history) == (2, False)

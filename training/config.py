@@ -29,6 +29,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "124m": {"n_layer": 12, "n_head": 12, "d_model": 768, "d_ff": 2048, "max_seq_len": 1024},
 }
 MODEL_PRESETS: tuple[str, ...] = tuple(PRESETS)
+TRACKERS = ("tensorboard", "mlflow")
 CONFIG_SECTIONS = ("train", "model")  # the trainer's own file, a corpusforge config file
 
 
@@ -70,6 +71,14 @@ class TrainConfig:
     resume: bool = _f(True, "Continue from out_dir's latest checkpoint when there is one.")
     nproc_per_node: int = _f(1, "Training processes on this machine; > 1 launches torchrun (one per GPU).")
     keep_checkpoints: int = _f(3, "Checkpoints kept on disk (0 = keep all).")
+    tracking: str = _f(
+        "tensorboard",
+        "Experiment trackers, comma-separated (empty: none): tensorboard (event files in the run's "
+        "tensorboard/ directory), mlflow (only when mlflow is installed and MLFLOW_TRACKING_URI is set).",
+    )
+    ablation_seeds: int = _f(
+        3, "Curation ablation: training seeds per corpus (seed, seed + 1, ...); mean and spread are reported."
+    )
 
 
 def train_problems(t: TrainConfig) -> list[str]:
@@ -83,7 +92,12 @@ def train_problems(t: TrainConfig) -> list[str]:
         problems.append(f"preset must be one of {', '.join(MODEL_PRESETS)}, not {t.preset!r}")
     if t.device not in ("auto", "cpu", "cuda"):
         problems.append(f"device must be auto, cpu or cuda, not {t.device!r}")
-    for name in ("max_steps", "batch_size", "grad_accum", "log_every", "nproc_per_node"):
+    unknown = [x for x in trackers(t) if x not in TRACKERS]
+    if unknown:
+        problems.append(
+            f"tracking must list {' and/or '.join(TRACKERS)}, not {', '.join(map(repr, unknown))}"
+        )
+    for name in ("max_steps", "batch_size", "grad_accum", "log_every", "nproc_per_node", "ablation_seeds"):
         if getattr(t, name) < 1:
             problems.append(f"{name} must be >= 1")
     for name in (
@@ -106,6 +120,15 @@ def train_problems(t: TrainConfig) -> list[str]:
     if not 0.0 < t.mlm_prob < 1.0:
         problems.append("mlm_prob must be within (0, 1)")
     return problems
+
+
+def trackers(t: TrainConfig) -> list[str]:
+    """The experiment trackers ``t.tracking`` names (lower case, in order, without repeats)."""
+    out: list[str] = []
+    for item in t.tracking.replace(" ", ",").split(","):
+        if (name := item.strip().lower()) and name not in out:
+            out.append(name)
+    return out
 
 
 def _typed(value: Any, tp: Any, key: str) -> Any:

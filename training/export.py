@@ -7,6 +7,11 @@ Writes ``config.json``, ``generation_config.json``, ``model.safetensors`` and th
 ``gate_proj``/``up_proj``; rotary embeddings already use HF's ``rotate_half`` layout, so logits
 match. The output head is tied to the embedding (``tie_word_embeddings``). Only causal (clm)
 checkpoints can be exported: an mlm model attends bidirectionally, which Llama cannot express.
+
+Without an explicit tokenizer the checkpoint's recorded one is used (:func:`recorded_tokenizer`):
+found from any working directory, also when the data directory was moved.
+:func:`export_model_version` exports a committed ``model`` stage version (``corpusforge export
+model``) to a local folder or an object store, atomically, with a model card.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +92,47 @@ def _token_strings(tokenizer: dict[str, Any]) -> dict[int, str]:
     return strings
 
 
+def recorded_tokenizer(checkpoint: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+    """The tokenizer file a checkpoint's ``data`` section names, as a local path.
+
+    An absolute path is used as it is when it exists. A relative one (older checkpoints stored the
+    path as the token dataset's manifest had it, e.g. ``data/tokenizer/<version>/tokenizer.json``
+    relative to the directory training ran in), or an absolute one whose data directory has moved,
+    is looked up under the checkpoint's ancestors and the dataset's directory, dropping leading
+    components until a file with the recorded sha256 (when recorded) is found. An object-store URI
+    is downloaded to a temporary file.
+    """
+    recorded = data.get("tokenizer_path")
+    if not recorded:
+        raise ValueError(f"{checkpoint}: the checkpoint records no tokenizer path; pass tokenizer_json")
+    expected = data.get("tokenizer_sha256")
+    if "://" in str(recorded):
+        from pipelines import fs
+
+        local = Path(tempfile.mkdtemp(prefix="corpusforge-tokenizer-")) / "tokenizer.json"
+        local.write_bytes(fs.path(recorded).read_bytes())
+        return local
+    path = Path(recorded)
+    if path.is_absolute() and path.is_file():
+        return path
+    bases = [*Path(checkpoint).resolve().parents]
+    if data.get("path"):
+        bases += [*Path(str(data["path"])).parents]
+    parts = path.parts[1:] if path.is_absolute() else path.parts
+    for k in range(len(parts)):
+        tail = Path(*parts[k:])
+        for base in bases:
+            candidate = base / tail
+            if candidate.is_file() and (
+                not expected or hashlib.sha256(candidate.read_bytes()).hexdigest() == expected
+            ):
+                return candidate
+    raise FileNotFoundError(
+        f"{checkpoint}: the recorded tokenizer {recorded!r} is not found from {Path.cwd()} nor under the "
+        "checkpoint's or the dataset's directories; pass tokenizer_json"
+    )
+
+
 def export_hf_llama(
     checkpoint_dir: str | os.PathLike,
     tokenizer_json: str | os.PathLike | None,
@@ -113,9 +161,7 @@ def export_hf_llama(
         raise ValueError(f"{ckpt}: an mlm (bidirectional) model cannot be exported as LlamaForCausalLM")
     data = doc.get("data", {})
     if tokenizer_json is None:
-        tokenizer_json = data.get("tokenizer_path")
-        if not tokenizer_json:
-            raise ValueError(f"{ckpt}: the checkpoint records no tokenizer path; pass tokenizer_json")
+        tokenizer_json = recorded_tokenizer(ckpt, data)
 
     tok_bytes = Path(tokenizer_json).read_bytes()
     expected = data.get("tokenizer_sha256")
@@ -169,3 +215,107 @@ def export_hf_llama(
         json.dumps(specials, indent=2, ensure_ascii=False), encoding="utf-8"
     )
     return out
+
+
+def model_card(
+    manifest: Mapping[str, Any], *, language: list[str] | None = None, license: str = "other"
+) -> str:
+    """A short Hugging Face model card (README.md) from a ``model`` stage manifest."""
+    import yaml
+
+    s = manifest.get("summary") or {}
+    head: dict[str, Any] = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "language": language or ["und"],
+        "license": license,
+        **({"license_name": "mixed-see-training-data"} if license == "other" else {}),
+        "tags": ["corpusforge", "llama"],
+    }
+
+    def num(x: Any) -> str:
+        return (
+            "n/a"
+            if x is None
+            else f"{x:.4g}"
+            if isinstance(x, float)
+            else f"{x:,}"
+            if isinstance(x, int)
+            else str(x)
+        )
+
+    rows = [
+        ("architecture", f"LlamaForCausalLM ({s.get('preset')} preset, {num(s.get('params'))} parameters)"),
+        ("context", num(s.get("seq_len"))),
+        ("training steps", num(s.get("steps"))),
+        ("tokens seen", num(s.get("tokens_seen"))),
+        ("final training loss", num(s.get("final_train_loss"))),
+        ("validation loss / perplexity", f"{num(s.get('val_loss'))} / {num(s.get('val_ppl'))}"),
+        (
+            "device",
+            f"{s.get('device')} {s.get('gpu_name') or ''} x{s.get('world_size')} {s.get('precision')}",
+        ),
+    ]
+    upstream = ", ".join(f"{k} `{v}`" for k, v in (manifest.get("upstream") or {}).items())
+    return "\n".join(
+        [
+            "---",
+            yaml.safe_dump(head, sort_keys=False).rstrip(),
+            "---",
+            "",
+            f"# corpusforge model `{manifest.get('version')}`",
+            "",
+            "A decoder-only Transformer pretrained by corpusforge, exported as `LlamaForCausalLM` with its "
+            "byte-level BPE tokenizer (`AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`). "
+            "Special-token strings inside text stay text, as when the training data was encoded.",
+            "",
+            "| | |",
+            "|---|---|",
+            *(f"| {k} | {v} |" for k, v in rows),
+            "",
+            f"Trained on: {upstream}. See the dataset card of the token dataset (`corpusforge card --stage "
+            "tokens`) for the data.",
+            "",
+        ]
+    )
+
+
+def export_model_version(
+    version: Any,
+    out: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    card: str | None = None,
+    overwrite: bool = False,
+) -> list[str]:
+    """Export a committed ``model`` stage version (a ``pipelines.storage.StageVersion``, local or on
+    an object store) as a Hugging Face folder at ``out`` (local or object store), atomically.
+
+    The tokenizer is the one the model stage recorded (``tokenizer_path`` of its manifest), else the
+    checkpoint's. ``card`` (markdown) is written as ``README.md``. Returns the files written.
+    """
+    from pipelines import fs
+    from pipelines.exports import CARD_FILE, staged_output
+    from training.stages import local_copy
+
+    manifest = version.manifest()
+    run_dir = local_copy(version)
+    with tempfile.TemporaryDirectory(prefix="corpusforge-export-") as tmp:
+        tokenizer: Path | None = None
+        if recorded := manifest.get("tokenizer_path"):
+            source = fs.path(recorded)
+            if source.is_file():
+                tokenizer = Path(tmp) / "tokenizer.json"
+                tokenizer.write_bytes(source.read_bytes())
+        with staged_output(out, overwrite=overwrite) as root:
+            local = fs.local_path(root)
+            target = local if local is not None else Path(tmp) / "hf"
+            export_hf_llama(run_dir, tokenizer, target, dtype=dtype)
+            if card is not None:
+                (target / CARD_FILE).write_text(card, encoding="utf-8")
+            files = sorted(p.name for p in target.iterdir() if p.is_file())
+            if local is None:  # an object store: every file once under its final name, the card last
+                for name in sorted(files, key=lambda n: n == CARD_FILE):
+                    with open(target / name, "rb") as src, fs.open_write(root / name) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+    return files

@@ -22,7 +22,7 @@ from training.checkpoint import latest_checkpoint, load_weights, read_state
 from training.data import TokenDataset, read_manifest
 from training.evaluate import evaluate_loss, generate
 from training.model import ModelConfig, Transformer
-from training.progress import EVAL_RESULT, open_progress
+from training.progress import EVAL_RESULT, launched_by_pipes, open_progress
 from training.token_format import TokenDataError
 
 DEFAULT_PROMPTS = ["The king said", "To be, or not", "我们走到河边", "子曰："]
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, TokenDataError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    print(json.dumps({k: v for k, v in result.items() if k != "samples"}))
+    if not launched_by_pipes():  # under Pipes the result went as a message
+        print(json.dumps({k: v for k, v in result.items() if k != "samples"}))
     return 0
 
 

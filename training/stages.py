@@ -10,8 +10,10 @@ interruption: running again with the same config and data resumes from its lates
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -175,40 +177,178 @@ def evaluate(job: StageJob) -> StageResult:
     return StageResult(tx.version, manifest)
 
 
+ABLATION_CORPORA = ("raw", "curated")
+
+
+def spread(values: list[float | None]) -> dict[str, Any]:
+    """Mean, sample standard deviation, min, max and count of the finite ``values`` (None: none)."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0, "values": []}
+    mean = sum(xs) / len(xs)
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return {"mean": mean, "std": std, "min": min(xs), "max": max(xs), "n": len(xs), "values": xs}
+
+
+def _mean_curve(curves: list[dict[str, list]]) -> dict[str, list]:
+    """The step-wise mean of training-loss curves of equal steps (the first curve's steps)."""
+    if not curves:
+        return {"step": [], "loss": [], "lr": []}
+    n = min(len(c["loss"]) for c in curves)
+    return {
+        "step": list(curves[0]["step"][:n]),
+        "loss": [sum(c["loss"][i] for c in curves) / len(curves) for i in range(n)],
+        "lr": list(curves[0].get("lr", [])[:n]),
+    }
+
+
+def _eval_set(version: storage.StageVersion, description: str) -> dict[str, Any]:
+    split = version.manifest()["splits"].get("val") or {}
+    return {
+        "stage": version.stage,
+        "version": version.name,
+        "split": "val",
+        "documents": int(split.get("documents", 0)),
+        "tokens": int(split.get("tokens", 0)),
+        "description": description,
+    }
+
+
 def ablation(job: StageJob) -> StageResult:
-    """Train the same model on ``upstream[1]`` (raw tokens) and ``upstream[0]`` (curated tokens) and
-    evaluate both on the curated validation split with the tokenizer ``upstream[2]``."""
+    """Train the same model on ``upstream[1]`` (raw tokens) and ``upstream[0]`` (curated tokens),
+    ``model.ablation_seeds`` seeds each, and evaluate every model on the same held-out sets.
+
+    Evaluation sets: ``raw_val``, the validation split of the raw token dataset -- raw documents
+    whose id hash puts them in validation (duplicates follow their dedup survivor), which neither
+    model trained on and which the curation filters did not choose: the neutral set; and
+    ``curated_val``, the curated dataset's validation split (the curated side's own). The manifest's
+    ``ablation`` holds every run and, per corpus and set, the mean and spread over seeds; ``report``
+    keeps one summary per corpus (means; ``heldout_*`` on the neutral set) for older readers.
+    """
     curated, raw, tokenizer = job.upstream_version(0), job.upstream_version(1), job.upstream_version(2)
     section = _train_section(job.cfg)
     fp = fingerprint(job.name, section, curated.name, raw.name)
     keep = job.cfg.output.keep_versions
+    base = job.cfg.model
+    seeds = [base.seed + i for i in range(base.ablation_seeds)]
     with storage.transaction(job.data_dir, job.name, fp, reuse=job.reuse, keep_versions=keep) as tx:
         if tx.reused is not None:
             return StageResult(tx.reused, tx.manifest or {}, reused=True)
         root = work_dir(job, fp)
-        curated_dir, tokenizer_file = local_copy(curated), _local_tokenizer(_tokenizer_file(tokenizer))
-        report: dict[str, Any] = {}
-        for name, data in (("raw", raw), ("curated", curated)):
-            summary = _run_training(job, local_copy(data), root / name)
-            out = root / f"{name}_eval.json"
-            cmd = eval_command(root / name, curated_dir, tokenizer_file, out, job.cfg.model.device)
-            ev = _launcher(job)(cmd, out)
-            storage.atomic_write_json(out, ev)
-            split = data.manifest()["splits"]["train"]
-            report[name] = {
+        data = {"raw": raw, "curated": curated}
+        eval_sets = {
+            "raw_val": (
+                raw,
+                "raw documents in the validation split (document-id hash; duplicates follow their "
+                "survivor): held out from both models and never chosen by the curation filters (neutral)",
+            ),
+            "curated_val": (curated, "the curated dataset's validation split (the curated side's own)"),
+        }
+        local = {name: local_copy(v) for name, v in data.items()}
+        runs: list[dict[str, Any]] = []
+        for corpus in ABLATION_CORPORA:
+            for seed in seeds:
+                model_cfg = dataclasses.replace(base, seed=seed)
+                summary = _run_training_with(job, model_cfg, local[corpus], root / f"{corpus}-seed{seed}")
+                runs.append(
+                    {
+                        "corpus": corpus,
+                        "seed": seed,
+                        "steps": summary["steps"],
+                        "tokens_seen": summary["tokens_seen"],
+                        "final_train_loss": summary["final_train_loss"],
+                        "loss_curve": summary["loss_curve"],
+                    }
+                )
+        # every model on every set, in one process
+        out = root / "eval.json"
+        cmd = ablation_eval_command(
+            {f"{r['corpus']}-seed{r['seed']}": root / f"{r['corpus']}-seed{r['seed']}" for r in runs},
+            {name: local_copy(version) for name, (version, _) in eval_sets.items()},
+            out,
+            base.device,
+        )
+        scores = _launcher(job)(cmd, out)["results"]
+        storage.atomic_write_json(out, scores)
+        for r in runs:
+            r["eval"] = scores[f"{r['corpus']}-seed{r['seed']}"]
+        ablation_doc = _ablation_summary(runs, seeds, {k: _eval_set(*v) for k, v in eval_sets.items()})
+        report = {}
+        for corpus in ABLATION_CORPORA:
+            mine = [r for r in runs if r["corpus"] == corpus]
+            split = data[corpus].manifest()["splits"]["train"]
+            neutral = ablation_doc["summary"][corpus]["raw_val"]
+            report[corpus] = {
                 "train_documents": split["documents"],
                 "train_tokens_available": split["tokens"],
-                "tokens_seen": summary["tokens_seen"],
-                "steps": summary["steps"],
-                "final_train_loss": summary["final_train_loss"],
-                "heldout_loss": ev["val_loss"],
-                "heldout_ppl": ev["val_ppl"],
-                "loss_curve": summary["loss_curve"],
+                "tokens_seen": mine[0]["tokens_seen"],
+                "steps": mine[0]["steps"],
+                "seeds": len(mine),
+                "final_train_loss": spread([r["final_train_loss"] for r in mine])["mean"],
+                "heldout_set": "raw_val",
+                "heldout_loss": neutral["loss"]["mean"],
+                "heldout_ppl": neutral["ppl"]["mean"],
+                "heldout_ppl_std": neutral["ppl"]["std"],
+                "curated_val_ppl": ablation_doc["summary"][corpus]["curated_val"]["ppl"]["mean"],
+                "loss_curve": _mean_curve([r["loss_curve"] for r in mine]),
             }
+        for r in runs:
+            r.pop("loss_curve")
         tx.adopt(root)
         manifest = tx.commit(
             config=section,
             upstream={curated.stage: curated.name, raw.stage: raw.name, tokenizer.stage: tokenizer.name},
-            extra={"report": report},
+            extra={"report": report, "ablation": ablation_doc},
         )
     return StageResult(tx.version, manifest)
+
+
+def ablation_eval_command(runs: dict[str, Path], sets: dict[str, Path], out: Path, device: str) -> list[str]:
+    """``python -m training.ablation_eval``: every run's checkpoint on every set's validation split."""
+    args = [f"--run={name}={path}" for name, path in runs.items()]
+    args += [f"--data={name}={path}" for name, path in sets.items()]
+    return [sys.executable, "-m", "training.ablation_eval", *args, "--out", str(out), "--device", device]
+
+
+def _run_training_with(job: StageJob, model_cfg: Any, data: Path, out: Path) -> dict[str, Any]:
+    """``_run_training`` with another ``model`` section (the ablation's per-seed settings)."""
+    cfg = dataclasses.replace(job.cfg, model=model_cfg)
+    return _run_training(dataclasses.replace(job, cfg=cfg), data, out)
+
+
+def _ablation_summary(
+    runs: list[dict[str, Any]], seeds: list[int], eval_sets: dict[str, Any]
+) -> dict[str, Any]:
+    """Per corpus and evaluation set, the spread of loss and perplexity over seeds; per set, the
+    seed-paired relative perplexity reduction of curation ((raw - curated) / raw)."""
+    summary: dict[str, Any] = {}
+    for corpus in ABLATION_CORPORA:
+        mine = [r for r in runs if r["corpus"] == corpus]
+        summary[corpus] = {
+            name: {
+                "loss": spread([r["eval"][name]["loss"] for r in mine]),
+                "ppl": spread([r["eval"][name]["ppl"] for r in mine]),
+            }
+            for name in eval_sets
+        }
+    comparison = {}
+    for name in eval_sets:
+        by_seed = {(r["corpus"], r["seed"]): r["eval"][name]["ppl"] for r in runs}
+        pairs: list[tuple[float, float]] = []
+        for seed in seeds:
+            raw_ppl, curated_ppl = by_seed.get(("raw", seed)), by_seed.get(("curated", seed))
+            if raw_ppl is not None and curated_ppl is not None:
+                pairs.append((float(raw_ppl), float(curated_ppl)))
+        comparison[name] = {
+            "ppl_reduction": spread([(r - c) / r for r, c in pairs if r]),
+            "curated_better": sum(1 for r, c in pairs if c < r),
+            "seeds": len(pairs),
+        }
+    return {
+        "seeds": seeds,
+        "neutral_set": "raw_val",
+        "eval_sets": eval_sets,
+        "runs": runs,
+        "summary": summary,
+        "comparison": comparison,
+    }

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Sequence
 
 from training.config import TrainConfig, TrainConfigError, load_train_config
-from training.progress import TRAIN_SUMMARY, is_rank_zero, open_progress
+from training.progress import TRAIN_SUMMARY, is_rank_zero, launched_by_pipes, open_progress
 from training.token_format import TokenDataError
 from training.trainer import ResumeMismatchError, train
 
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USAGE_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    if is_rank_zero():
+    if is_rank_zero() and not launched_by_pipes():  # under Pipes the summary went as a message
         print(json.dumps(brief(summary)), flush=True)
     return 0
 

@@ -27,6 +27,10 @@ evaluating and checkpointing. MFU uses :mod:`training.flops` (PaLM FLOPs per tok
 dense bf16 peak, or ``CORPUSFORGE_PEAK_FLOPS``); without a known peak (a CPU run) there is no MFU
 and the summary's ``mfu_note`` says why.
 
+Tracking. ``cfg.tracking`` (default ``tensorboard``): TensorBoard event files under
+``out_dir/tensorboard/`` and, when installed and configured, MLflow (:mod:`training.tracking`); the
+loss curve also stays in the summary and ``train_log.jsonl``.
+
 Layout. :func:`train` builds a :class:`_Run`; ``_Run.run`` is the loop, reading top-down:
 ``_optimizer_step`` (one step of micro-batches), ``_log_progress`` (log line + ``train_log.jsonl``),
 ``_evaluate_and_checkpoint`` (periodic), ``_finish`` (final evaluation, checkpoint, summary).
@@ -57,11 +61,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from training.batching import TokenSpec, prepare_batch
 from training.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
-from training.config import TrainConfig, TrainConfigError, train_problems
+from training.config import TrainConfig, TrainConfigError, trackers, train_problems
 from training.data import TokenDataset, TokenLoader, read_manifest
 from training.evaluate import evaluate_loss, generate
 from training.flops import PEAK_BF16_FLOPS, mfu_note, model_flops_utilization, peak_bf16_flops
 from training.model import Transformer, preset_config
+from training.tracking import TENSORBOARD_DIR, Tracking
 
 __all__ = [
     "PEAK_BF16_FLOPS",
@@ -163,6 +168,19 @@ def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def tokenizer_location(manifest: dict[str, Any], data_dir: Path) -> str | None:
+    """The token dataset's tokenizer as an absolute path (or object-store URI), so a checkpoint names
+    it whatever directory reads it later. A relative path recorded in the manifest is taken relative
+    to the working directory if it exists there, else to the data directory holding the dataset
+    (``<data_dir>/<stage>/<version>``)."""
+    recorded = (manifest.get("tokenizer") or {}).get("path")
+    if not recorded or "://" in str(recorded) or Path(recorded).is_absolute():
+        return recorded
+    candidates = [Path.cwd() / recorded, *(base / recorded for base in data_dir.resolve().parents)]
+    found = next((c for c in candidates if c.is_file()), candidates[0])
+    return str(found.resolve())
 
 
 def _duration(seconds: float) -> str:
@@ -373,6 +391,8 @@ class _Run:
         self.start_step = 0
         self.resumed_from: str | None = None
         self.last_val: dict[str, Any] | None = None
+        self.tracking = Tracking([], self.log)  # opened by run(), after resume
+        self._tracked = 0  # history entries already sent to the trackers
 
         # a micro-batch of batch_size windows is batch_size * sequences_per_window training sequences
         self.tokens_per_step = (
@@ -391,18 +411,46 @@ class _Run:
         end_step = min(cfg.max_steps, stop_step) if stop_step is not None else cfg.max_steps
         train_model = self._wrap_for_training()
         self._announce()
+        self._open_tracking()
         meter = _Meter(self.tokens_per_step)
         self.model.train()
-        for step in range(self.start_step, end_step):
-            t0 = time.perf_counter()
-            lr, data_time = self._optimizer_step(train_model, step)
-            meter.step_done(t0, data_time, self._sync)
-            done = step + 1
-            if done % cfg.log_every == 0 or done == end_step:
-                self._log_progress(step, lr, meter, end_step)
-            with meter.pause():  # evaluation and saving are not training throughput
-                self._evaluate_and_checkpoint(step, end_step)
-        return self._finish(meter, end_step, prompts, save_final)
+        try:
+            for step in range(self.start_step, end_step):
+                t0 = time.perf_counter()
+                lr, data_time = self._optimizer_step(train_model, step)
+                meter.step_done(t0, data_time, self._sync)
+                done = step + 1
+                if done % cfg.log_every == 0 or done == end_step:
+                    self._log_progress(step, lr, meter, end_step)
+                with meter.pause():  # evaluation and saving are not training throughput
+                    self._evaluate_and_checkpoint(step, end_step)
+            return self._finish(meter, end_step, prompts, save_final)
+        finally:
+            self.tracking.close()
+
+    def _open_tracking(self) -> None:
+        """TensorBoard / MLflow on rank 0 (``cfg.tracking``); the history restored by a resume is
+        already in the earlier run's files."""
+        self.tracking = Tracking.open(
+            trackers(self.cfg),
+            self.out_dir,
+            start_step=self.start_step,
+            params={
+                **dataclasses.asdict(self.cfg),
+                "params": self.model.num_params(),
+                "seq_len": self.seq_len,
+            },
+            log=self.log,
+            enabled=self.ctx.is_main,
+        )
+        self._tracked = len(self.history["step"])
+
+    def _track_history(self) -> None:
+        """Send the per-step losses and learning rates not sent yet."""
+        h = self.history
+        for i in range(self._tracked, len(h["step"])):
+            self.tracking.scalars(h["step"][i], {"train/loss": h["loss"][i], "train/lr": h["lr"][i]})
+        self._tracked = len(h["step"])
 
     def _wrap_for_training(self) -> torch.nn.Module:
         """The module the loop calls: compiled on CUDA if asked, DDP under torchrun."""
@@ -482,6 +530,9 @@ class _Run:
         self.log(line)
         record = {"step": done, "loss": loss, "lr": lr, "tokens_per_s": tps, "mfu": mfu, "eta_s": eta}
         self._append_log(record)
+        self._track_history()
+        self.tracking.scalars(done, {"train/tokens_per_s": tps, "train/mfu": mfu})
+        self.tracking.flush()
         meter.new_interval()
 
     def _evaluate_and_checkpoint(self, step: int, end_step: int) -> None:
@@ -498,6 +549,7 @@ class _Run:
     def _finish(self, meter: _Meter, end_step: int, prompts, save_final: bool) -> dict[str, Any]:
         self._sync()
         self.losses.flush(end_step - 1)
+        self._track_history()
         tps, data_frac = meter.final_rate()
         self.loader.close()
         finished = end_step >= self.cfg.max_steps
@@ -593,6 +645,8 @@ class _Run:
         for key, value in (("val_step", step), ("val_loss", metrics["loss"]), ("val_ppl", metrics["ppl"])):
             self.history[key].append(value)
         self.log(f"eval step {step} | val loss {metrics['loss']:.4f} | ppl {metrics['ppl']:.2f}")
+        self._track_history()  # the train curve up to this step first, so the scalars stay in order
+        self.tracking.scalars(step, {"val/loss": metrics["loss"], "val/ppl": metrics["ppl"]})
         if self.on_eval is not None and self.ctx.is_main:
             self.on_eval(step, dict(metrics))
         return metrics
@@ -620,13 +674,13 @@ class _Run:
             "model_config": self.model_cfg.to_dict(),
             "train_config": dataclasses.asdict(self.cfg),
             "data": {
-                "path": str(self.data_dir),
+                "path": str(self.data_dir.resolve()),
                 "seq_len": self.seq_len,
                 **{
                     k: self.manifest.get(k)
                     for k in ("vocab_size", "eot_id", "pad_id", "mask_id", "tokenizer_sha256")
                 },
-                "tokenizer_path": (self.manifest.get("tokenizer") or {}).get("path"),
+                "tokenizer_path": tokenizer_location(self.manifest, self.data_dir),
             },
             "world_size": self.ctx.world_size,
             "reader": self.loader.state_dict(),
@@ -679,13 +733,18 @@ class _Run:
         """``resume=False``: an earlier run's checkpoints and log in ``out_dir`` are removed, so they can
         neither be mistaken for this run's nor outrank its checkpoints in retention."""
         ckpts, log_file = self.out_dir / "checkpoints", self.out_dir / LOG_FILE
-        if not self.ctx.is_main or not (ckpts.exists() or log_file.exists()):
+        events = self.out_dir / TENSORBOARD_DIR
+        if not self.ctx.is_main:
+            return
+        if not (ckpts.exists() or log_file.exists()):
+            shutil.rmtree(events, ignore_errors=True)
             return
         old = sorted(p.name for p in ckpts.glob("step-*")) if ckpts.exists() else []
         self.log(
             f"resume is off: removing {len(old)} checkpoint(s) and the log of an earlier run in {self.out_dir}"
         )
         shutil.rmtree(ckpts, ignore_errors=True)
+        shutil.rmtree(events, ignore_errors=True)
         log_file.unlink(missing_ok=True)
 
     def _cut_log(self, step: int) -> None:

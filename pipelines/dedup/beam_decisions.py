@@ -43,10 +43,49 @@ def _exact_groups(kv: tuple[bytes, Any]):
 
 
 def _finalise(kv: tuple[str, dict[str, list]]):
-    """Survivor's near decision (kind fixed up) plus its re-pointed exact duplicates."""
+    """Survivor's near decision (kind fixed up) plus its re-pointed exact duplicates; idempotent if an
+    input arrived twice (scratch tables written again by a re-executed bundle)."""
     _, grouped = kv
     for d in grouped["near"]:
-        yield from final_decisions(d, grouped["removed"])
+        yield from final_decisions(d, sorted(set(grouped["removed"])))
+        return
+
+
+class ExactGroups(beam.PTransform):
+    """``(doc_id, text, quality)`` -> tagged ``survivors`` (near inputs ``(doc_id, packed signature or
+    None, quality, length)`` of every exact group's survivor) and ``removed`` (``(survivor, member)``)."""
+
+    def __init__(self, cfg: DedupConfig, max_batch_size: int = 256) -> None:
+        super().__init__()
+        self._cfg = cfg
+        self._max_batch = max_batch_size
+
+    def expand(self, docs):
+        return (
+            docs
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
+            | "KeyAndSign" >> beam.ParDo(_KeyAndSignFn(self._cfg))
+            | "ExactGroups" >> beam.GroupByKey()
+            | "ExactSurvivors" >> beam.FlatMap(_exact_groups).with_outputs("removed", main="survivors")
+        )
+
+
+def unique_decision(doc: tuple) -> dict:
+    """The decision of an exact survivor when near dedup is off."""
+    return decision(doc[0], doc[0], "unique", 1.0)
+
+
+class FinalDecisions(beam.PTransform):
+    """``{"near": near decisions of exact survivors, "removed": (survivor, member)}`` -> one decision
+    per document (exact duplicates re-pointed to their survivor's cluster, see ``decisions.py``)."""
+
+    def expand(self, inputs):
+        keyed = inputs["near"] | "KeyDecision" >> beam.Map(lambda d: (d["doc_id"], d))
+        return (
+            {"near": keyed, "removed": inputs["removed"]}
+            | "JoinExactRemoved" >> beam.CoGroupByKey()
+            | "Finalise" >> beam.FlatMap(_finalise)
+        )
 
 
 class DedupDecisions(beam.PTransform):
@@ -54,6 +93,8 @@ class DedupDecisions(beam.PTransform):
 
     With ``with_rounds`` the output is ``(decisions, rounds)``: ``rounds`` is one element, the
     changed-edge count of every connected-components round (an empty list when ``near`` is off).
+    One pipeline (components unrolled, ``beam_components.ConnectedComponents``); the dedup job runs
+    ``ExactGroups``, the near steps and ``FinalDecisions`` around its round loop instead.
     """
 
     def __init__(
@@ -66,16 +107,7 @@ class DedupDecisions(beam.PTransform):
 
     def expand(self, docs):
         c = self._cfg
-        rows = (
-            docs
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
-            | "KeyAndSign" >> beam.ParDo(_KeyAndSignFn(c))
-        )
-        groups = (
-            rows
-            | "ExactGroups" >> beam.GroupByKey()
-            | "ExactSurvivors" >> beam.FlatMap(_exact_groups).with_outputs("removed", main="survivors")
-        )
+        groups = docs | "Exact" >> ExactGroups(c, self._max_batch)
         if c.near:
             b, r = optimal_bands_rows(c.threshold, c.num_perm, c.fp_weight, c.fn_weight)
             near = groups.survivors | "Near" >> NearDuplicateClusters(
@@ -88,12 +120,7 @@ class DedupDecisions(beam.PTransform):
             )
             near, rounds = near if self._with_rounds else (near, None)
         else:
-            near = groups.survivors | "NoNear" >> beam.Map(lambda s: decision(s[0], s[0], "unique", 1.0))
+            near = groups.survivors | "NoNear" >> beam.Map(unique_decision)
             rounds = docs.pipeline | "NoRounds" >> beam.Create([[]]) if self._with_rounds else None
-        keyed = near | "KeyDecision" >> beam.Map(lambda d: (d["doc_id"], d))
-        decisions = (
-            {"near": keyed, "removed": groups.removed}
-            | "JoinExactRemoved" >> beam.CoGroupByKey()
-            | "Finalise" >> beam.FlatMap(_finalise)
-        )
+        decisions = {"near": near, "removed": groups.removed} | "Final" >> FinalDecisions()
         return (decisions, rounds) if self._with_rounds else decisions

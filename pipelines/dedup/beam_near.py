@@ -2,8 +2,10 @@
 
 Signatures are shuffled packed (``minhash.pack_signature``); LSH buckets are grouped by
 ``(band, band key)``; star edges are verified by joining each end with its signature (two
-``CoGroupByKey``s, never a broadcast); components come from ``beam_components.ConnectedComponents``;
-members are grouped by component with their signatures, so the survivor similarity needs no join.
+``CoGroupByKey``s, never a broadcast) (``CandidateEdges``); components come from
+``beam_components`` (``ConnectedComponents`` in one pipeline, or the round loop of the dedup job);
+members are grouped by component with their signatures, so the survivor similarity needs no join
+(``ComponentDecisions``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pipelines.dedup.near import NearInput, star_edges
 from pipelines.dedup.survivor import choose_survivor, decision
 
 
-def _packed(doc: NearInput) -> NearInput:
+def packed(doc: NearInput) -> NearInput:
+    """A near input with its signature packed (``minhash.pack_signature``) for shuffles and files."""
     doc_id, sig, quality, length = doc
     return doc_id, (None if sig is None else pack_signature(sig)), quality, length
 
@@ -74,6 +77,8 @@ class VerifiedEdges(beam.PTransform):
 
 
 def _split_by_component(kv: tuple[str, dict[str, list]]):
+    """A document's component member entry, or its ``unique`` decision. One entry per document even
+    if its near input arrived twice (a scratch table written again by a re-executed bundle)."""
     doc_id, grouped = kv
     for quality, length, sig in grouped["doc"]:
         comps = grouped["comp"]
@@ -81,6 +86,7 @@ def _split_by_component(kv: tuple[str, dict[str, list]]):
             yield comps[0], (doc_id, quality, length, sig)
         else:
             yield beam.pvalue.TaggedOutput("unique", decision(doc_id, doc_id, "unique", 1.0))
+        return
 
 
 def _component_decisions(kv: tuple[str, Iterable[tuple[str, float | None, int, bytes]]]):
@@ -93,11 +99,53 @@ def _component_decisions(kv: tuple[str, Iterable[tuple[str, float | None, int, b
         yield decision(doc_id, survivor, "near", sim)
 
 
+class CandidateEdges(beam.PTransform):
+    """Packed near inputs ``(doc_id, packed signature or None, quality, length)`` -> distinct edges of
+    documents sharing an LSH bucket, verified (estimated Jaccard >= threshold) when ``verify``."""
+
+    def __init__(self, bands: int, rows: int, threshold: float, verify: bool = True) -> None:
+        super().__init__()
+        self._bands, self._rows, self._threshold, self._verify = bands, rows, threshold, verify
+
+    def expand(self, docs):
+        star = (
+            docs
+            | "BandKeys" >> beam.FlatMap(_bucket_entries, self._bands, self._rows)
+            | "Buckets" >> beam.GroupByKey()
+            | "StarEdges" >> beam.FlatMap(lambda kv: star_edges(kv[1]))
+        )
+        if not self._verify:
+            return star | "DistinctEdges" >> beam.Distinct()
+        sigs = docs | "KeySignature" >> beam.FlatMap(lambda d: [(d[0], d[1])] if d[1] is not None else [])
+        return star | "VerifiedEdges" >> VerifiedEdges(sigs, self._threshold)
+
+
+class ComponentDecisions(beam.PTransform):
+    """``{"docs": packed near inputs, "labels": (doc_id, component label)}`` -> one decision per doc:
+    members of a component get its survivor and their Jaccard to it, the others are ``unique``."""
+
+    def expand(self, inputs):
+        info = inputs["docs"] | "KeyInfo" >> beam.Map(lambda d: (d[0], (d[2], d[3], d[1])))
+        split = (
+            {"doc": info, "comp": inputs["labels"]}
+            | "JoinComponents" >> beam.CoGroupByKey()
+            | "SplitUnique" >> beam.FlatMap(_split_by_component).with_outputs("unique", main="members")
+        )
+        near = (
+            split.members
+            | "ByComponent" >> beam.GroupByKey()
+            | "Survivors" >> beam.FlatMap(_component_decisions)
+        )
+        return (split.unique, near) | "AllDecisions" >> beam.Flatten()
+
+
 class NearDuplicateClusters(beam.PTransform):
     """PCollection of ``(doc_id, signature or None, quality, length)`` -> one decision dict per document.
 
     Signatures may be numpy arrays or ``pack_signature`` bytes; they are shuffled packed. With
-    ``with_rounds`` the output is ``(decisions, rounds)`` (see ``ConnectedComponents``).
+    ``with_rounds`` the output is ``(decisions, rounds)`` (see ``ConnectedComponents``). One pipeline:
+    the components are the unrolled ``ConnectedComponents``; the dedup job runs the same steps with
+    the round loop of ``beam_components.iterate_components`` between two pipelines instead.
     """
 
     def __init__(
@@ -112,39 +160,16 @@ class NearDuplicateClusters(beam.PTransform):
         with_rounds: bool = False,
     ) -> None:
         super().__init__()
-        self._bands, self._rows, self._threshold, self._verify = bands, rows, threshold, verify
+        self._candidates = CandidateEdges(bands, rows, threshold, verify)
         self._with_rounds = with_rounds
         self._cc = ConnectedComponents(
             max_cc_rounds, namespace=namespace, on_unconverged=on_unconverged, with_rounds=with_rounds
         )
 
     def expand(self, docs):
-        bands, rows = self._bands, self._rows
-        docs = docs | "Pack" >> beam.Map(_packed)
-        star = (
-            docs
-            | "BandKeys" >> beam.FlatMap(_bucket_entries, bands, rows)
-            | "Buckets" >> beam.GroupByKey()
-            | "StarEdges" >> beam.FlatMap(lambda kv: star_edges(kv[1]))
-        )
-        if self._verify:
-            sigs = docs | "KeySignature" >> beam.FlatMap(lambda d: [(d[0], d[1])] if d[1] is not None else [])
-            edges = star | "VerifiedEdges" >> VerifiedEdges(sigs, self._threshold)
-        else:
-            edges = star | "DistinctEdges" >> beam.Distinct()
-        comps = edges | "Components" >> self._cc
+        docs = docs | "Pack" >> beam.Map(packed)
+        comps = docs | "Candidates" >> self._candidates | "Components" >> self._cc
         if self._with_rounds:
             comps, rounds = comps
-        info = docs | "KeyInfo" >> beam.Map(lambda d: (d[0], (d[2], d[3], d[1])))
-        split = (
-            {"doc": info, "comp": comps}
-            | "JoinComponents" >> beam.CoGroupByKey()
-            | "SplitUnique" >> beam.FlatMap(_split_by_component).with_outputs("unique", main="members")
-        )
-        near = (
-            split.members
-            | "ByComponent" >> beam.GroupByKey()
-            | "Survivors" >> beam.FlatMap(_component_decisions)
-        )
-        decisions = (split.unique, near) | "AllDecisions" >> beam.Flatten()
+        decisions = {"docs": docs, "labels": comps} | "Decide" >> ComponentDecisions()
         return (decisions, rounds) if self._with_rounds else decisions

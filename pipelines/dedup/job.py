@@ -1,19 +1,26 @@
 """Deduplication stage: exact + MinHash LSH near duplicates of the ``clean`` stage.
 
-Pipeline (every shuffle carries ids, hashes or signatures; texts are read twice instead of moved):
+Pipelines (every shuffle carries ids, hashes or signatures; texts are read twice instead of moved):
 
-1. read each clean shard: ``(doc_id, text, quality)`` and ``(doc_id, split)``;
-2. ``DedupDecisions``: exact groups, then LSH candidates, verification, distributed connected
-   components and the deterministic survivor rule -> one decision per document;
-3. decisions are grouped by the split their document came from (ids only), joined with the shard path;
-4. each shard is read again and written out: survivors to ``documents``, the rest to the ledger with
+1. *candidates* (:func:`build_candidates`): read each clean shard's ``(doc_id, text, quality)``;
+   exact groups (``beam_decisions.ExactGroups``); the exact survivors' near inputs and the
+   ``(survivor, member)`` pairs go to scratch tables; LSH candidates and verification
+   (``beam_near.CandidateEdges``) give the edges, written as the input of connected components,
+   and round 0 of the components runs here (``beam_components.StartComponents``);
+2. *rounds*: one small pipeline per further connected-components round, until one changes nothing
+   (``beam_components.iterate_components``; scratch files between rounds);
+3. *decide and write* (:func:`build_dedup`): component labels + near inputs -> survivors
+   (``beam_near.ComponentDecisions``), exact duplicates re-pointed (``beam_decisions.FinalDecisions``);
+   decisions grouped by the split their document came from (ids only), joined with the shard path;
+   each shard is read again and written out: survivors to ``documents``, the rest to the ledger with
    reason ``exact-duplicate`` / ``near-duplicate``, every decision to the ``clusters`` table.
 
 Outputs per split depend only on the split's documents and the global decisions, so shards are
-identical for any number of workers. The cluster-size histogram, example clusters, the audit of the
-written cluster table, the changed edges per connected-components round and the undecided documents
-are statistics (``beam_stage.WriteStat``, one combined element each) that ``_finalize`` copies into the
-manifest; no statistic is read from Beam counters.
+identical for any number of workers and any runner. The cluster-size histogram, example clusters, the
+audit of the written cluster table, the changed edges per connected-components round and the
+undecided documents are statistics (``beam_stage.WriteStat``, one combined element each) that
+``_finalize`` copies into the manifest; no statistic is read from Beam counters. The scratch tables
+(``<version>/_scratch``) are removed before the version is committed.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 
-from pipelines import schemas, storage
+from pipelines import beam_scratch, schemas, storage
+from pipelines.beam_scratch import ReadScratch, WriteScratch
 from pipelines.beam_stage import (
     WriteShardsFn,
     WriteStat,
@@ -31,17 +40,34 @@ from pipelines.beam_stage import (
     read_shard,
     read_stat,
     run_downstream_stage,
+    run_pipeline,
 )
 from pipelines.config import CorpusforgeConfig, to_dict
 from pipelines.dedup.audit import AUDIT, audit_summary, cluster_flags, cluster_row_counts
-from pipelines.dedup.beam_decisions import DedupDecisions
+from pipelines.dedup.beam_components import ComponentLabels, StartComponents, iterate_components
+from pipelines.dedup.beam_decisions import ExactGroups, FinalDecisions, unique_decision
+from pipelines.dedup.beam_near import CandidateEdges, ComponentDecisions, packed
 from pipelines.dedup.components import rounds_needed
-from pipelines.dedup.lsh import lsh_params
+from pipelines.dedup.lsh import lsh_params, optimal_bands_rows
+from pipelines.runners import for_small_pipelines
 from pipelines.stage import StageJob, StageResult
 
 EXAMPLE_CLUSTERS = 3
 EXAMPLE_MEMBERS = 4  # the survivor and the first removed members by id, per example cluster
 EXAMPLE_CHARS = 400
+
+SCRATCH = "_scratch"  # under the version directory; removed before the commit
+NEAR_INPUTS = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("sig", pa.binary()),
+        pa.field("quality", pa.float64()),
+        pa.field("length", pa.int64(), nullable=False),
+    ]
+)
+EXACT_REMOVED = pa.schema(
+    [pa.field("survivor", pa.string(), nullable=False), pa.field("doc_id", pa.string(), nullable=False)]
+)
 
 
 def _as_input(element: tuple[str, dict]) -> tuple[str, str, Any]:
@@ -120,22 +146,104 @@ def _ordered_examples(groups: list[tuple[str, list[dict]]]) -> list[dict]:
     return [d for _, members in sorted(groups, key=lambda g: g[0]) for d in members]
 
 
-def build_dedup(
-    pipeline: beam.Pipeline, splits: list[tuple[str, str]], cfg: CorpusforgeConfig, out_dir: str
+def scratch_dir(version_dir: str) -> str:
+    return f"{version_dir}/{SCRATCH}"
+
+
+def _near_row(doc: tuple) -> dict[str, Any]:
+    doc_id, sig, quality, length = doc
+    return {"doc_id": doc_id, "sig": sig, "quality": quality, "length": length}
+
+
+def _near_input(row: dict[str, Any]) -> tuple:
+    return row["doc_id"], row["sig"], row["quality"], row["length"]
+
+
+def build_candidates(
+    pipeline: beam.Pipeline, splits: list[tuple[str, str]], cfg: CorpusforgeConfig, version_dir: str
 ) -> None:
-    """The dedup pipeline: shards, ledger and clusters under ``out_dir``, and the statistics
-    ``cluster_sizes``, ``examples``, ``audit``, ``cc_rounds`` and ``undecided`` (``WriteStat``)."""
-    shards = pipeline | "Shards" >> beam.Create(splits)
+    """Pipeline 1: exact groups and candidate edges into the scratch tables ``near`` (exact
+    survivors' near inputs), ``removed`` (``(survivor, member)``) and the components' ``edges-00`` /
+    ``edges-01`` with the statistic ``cc_round_00`` (round 0 runs here)."""
+    work = scratch_dir(version_dir)
     docs = (
-        shards
+        pipeline
+        | "Shards" >> beam.Create(splits)
         | "Distribute" >> beam.Reshuffle()
         | "Read" >> beam.FlatMap(read_shard, columns=["id", "text", "quality"])
+        | "AsInput" >> beam.Map(_as_input)
     )
-    decisions, rounds = (
-        docs | "AsInput" >> beam.Map(_as_input) | "Decide" >> DedupDecisions(cfg.dedup, with_rounds=True)
+    groups = docs | "Exact" >> ExactGroups(cfg.dedup)
+    survivors = groups.survivors | "Pack" >> beam.Map(packed)
+    _ = (
+        survivors
+        | "NearRows" >> beam.Map(_near_row)
+        | "WriteNear" >> WriteScratch(f"{work}/near", NEAR_INPUTS)
     )
-    _ = rounds | WriteStat(out_dir, "cc_rounds")
-    doc_split = docs | "DocSplit" >> beam.Map(lambda kv: (kv[1]["id"], kv[0]))
+    _ = (
+        groups.removed
+        | "RemovedRows" >> beam.MapTuple(lambda survivor, doc_id: {"survivor": survivor, "doc_id": doc_id})
+        | "WriteRemoved" >> WriteScratch(f"{work}/removed", EXACT_REMOVED)
+    )
+    d = cfg.dedup
+    if d.near:
+        bands, rows = optimal_bands_rows(d.threshold, d.num_perm, d.fp_weight, d.fn_weight)
+        _ = (
+            survivors
+            | "Candidates" >> CandidateEdges(bands, rows, d.threshold, d.verify)
+            | "StartComponents" >> StartComponents(work, version_dir)
+        )
+
+
+def decide_components(
+    splits: list[tuple[str, str]], cfg: CorpusforgeConfig, version: storage.StageVersion, options: Any
+) -> list[int]:
+    """Pipelines 1 and 2: candidates, then connected-components rounds until one changes nothing;
+    returns the changed-edge count of every round (``[]`` when near dedup is off)."""
+    version_dir = str(version.path)
+    beam_scratch.create(scratch_dir(version_dir))
+    run_pipeline(lambda p: build_candidates(p, splits, cfg, version_dir), options)
+    if not cfg.dedup.near:
+        return []
+    rounds = for_small_pipelines(options)  # ids only: in-process on the local runner
+    return iterate_components(
+        lambda build: run_pipeline(build, rounds),
+        version,
+        scratch_dir(version_dir),
+        cfg.dedup.max_cc_rounds,
+    )
+
+
+def build_dedup(
+    pipeline: beam.Pipeline,
+    splits: list[tuple[str, str]],
+    cfg: CorpusforgeConfig,
+    out_dir: str,
+    cc_rounds: list[int],
+) -> None:
+    """Pipeline 3, after :func:`decide_components`: decisions from the scratch tables; shards, ledger
+    and clusters under ``out_dir``, and the statistics ``cluster_sizes``, ``examples``, ``audit`` and
+    ``undecided`` (``WriteStat``)."""
+    work = scratch_dir(out_dir)
+    shards = pipeline | "Shards" >> beam.Create(splits)
+    near_docs = pipeline | "ReadNear" >> ReadScratch(f"{work}/near") | "NearInputs" >> beam.Map(_near_input)
+    removed = (
+        pipeline
+        | "ReadRemoved" >> ReadScratch(f"{work}/removed")
+        | "RemovedPairs" >> beam.Map(lambda r: (r["survivor"], r["doc_id"]))
+    )
+    if cfg.dedup.near:
+        labels = pipeline | "Components" >> ComponentLabels(work, len(cc_rounds))
+        near = {"docs": near_docs, "labels": labels} | "Near" >> ComponentDecisions()
+    else:
+        near = near_docs | "NoNear" >> beam.Map(unique_decision)
+    decisions = {"near": near, "removed": removed} | "Final" >> FinalDecisions()
+    doc_split = (
+        shards
+        | "Distribute" >> beam.Reshuffle()
+        | "ReadIds" >> beam.FlatMap(read_shard, columns=["id"])
+        | "DocSplit" >> beam.Map(lambda kv: (kv[1]["id"], kv[0]))
+    )
     by_split = (
         {"decision": decisions | "KeyById" >> beam.Map(lambda d: (d["doc_id"], d)), "split": doc_split}
         | "JoinSplit" >> beam.CoGroupByKey()
@@ -199,18 +307,19 @@ def build_dedup(
 
 def _finalize(
     version: storage.StageVersion,
-    counters: dict[str, int],
     entries: dict,
     up_docs: dict,
     cfg: CorpusforgeConfig,
+    cc_rounds: list[int] | None,
 ) -> dict:
-    """Manifest entries from the shards and the job's statistics (``counters`` are not used)."""
+    """Manifest entries from the shards and the job's statistics (Beam counters are not used); the
+    scratch tables are removed here, before the commit."""
     from pipelines.reports import stage_stats
 
+    beam_scratch.remove(scratch_dir(str(version.path)))
     stats = stage_stats(entries, up_docs)
     histogram = {int(k): v for k, v in read_stat(version, "cluster_sizes", {}).items()}
-    changed = read_stat(version, "cc_rounds")
-    rounds, converged = rounds_needed(changed) if changed is not None else (None, None)
+    rounds, converged = rounds_needed(cc_rounds) if cc_rounds is not None else (None, None)
     params = lsh_params(cfg.dedup.threshold, cfg.dedup.num_perm, cfg.dedup.fp_weight, cfg.dedup.fn_weight)
     stats.update(
         clusters=sum(histogram.values()),
@@ -226,12 +335,22 @@ def _finalize(
 
 
 def run(job: StageJob) -> StageResult:
-    """Deduplicate the job's upstream (clean) documents into a new version."""
+    """Deduplicate the job's upstream (clean) documents into a new version.
+
+    The candidate and connected-components pipelines run first (inside ``build``, through
+    ``beam_stage.run_pipeline`` with the job's options), then the pipeline that writes the shards.
+    """
     cfg = job.cfg
+    cc: dict[str, list[int]] = {}
+
+    def build(p: beam.Pipeline, splits: list[tuple[str, str]], v: storage.StageVersion) -> None:
+        cc["rounds"] = decide_components(splits, cfg, v, job.options)
+        build_dedup(p, splits, cfg, str(v.path), cc["rounds"])
+
     return run_downstream_stage(
         job,
         section={job.name: to_dict(cfg.dedup)},
-        build=lambda p, splits, v: build_dedup(p, splits, cfg, str(v.path)),
-        finalize=lambda v, counters, entries, up_docs: _finalize(v, counters, entries, up_docs, cfg),
+        build=build,
+        finalize=lambda v, counters, entries, up_docs: _finalize(v, entries, up_docs, cfg, cc.get("rounds")),
         kinds=("documents", "ledger", "clusters"),
     )

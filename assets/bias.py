@@ -11,7 +11,8 @@ from assets.reporting import bar_chart_md
 from pipelines import storage
 from pipelines.bias import report
 from pipelines.bias.disparity import ANY_AXIS, ANY_RULE
-from pipelines.bias.lexicon import AXES, NOUN_CLASSES, PRONOUN_CLASSES
+from pipelines.bias.lexicon import AXES
+from pipelines.card import representation_rows
 from pipelines.reports import markdown_table
 from pipelines.stage import StageResult
 
@@ -103,40 +104,6 @@ def filter_metadata(result: StageResult) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------------
 # bias_report
-
-
-def representation_rows(rep: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Metric rows with one column per measured stage (before / after the bias stage)."""
-    labels = list(rep)
-    header = {label: f"{label} ({rep[label]['stage']})" for label in labels}
-
-    def row(metric: str, fn: Any) -> dict[str, Any]:
-        return {"metric": metric, **{header[lb]: fn(rep[lb]["counts"], rep[lb]["summary"]) for lb in labels}}
-
-    rows = [
-        row("documents", lambda c, s: c.get("docs", 0)),
-        row("words / CJK chars", lambda c, s: c.get("units", 0)),
-    ]
-    for cls in PRONOUN_CLASSES:
-        rows.append(
-            row(
-                f"{cls} pronouns",
-                lambda c, s, cls=cls: f"{c.get(f'pronoun.{cls}', 0)} ({_pct(s.get(f'pronoun_share.{cls}'))})",
-            )
-        )
-    rows.append(row("he/she ratio", lambda c, s: _num(s.get("he_she_ratio"))))
-    for cls in NOUN_CLASSES:
-        rows.append(row(f"{cls} nouns", lambda c, s, cls=cls: c.get(f"noun.{cls}", 0)))
-    for axis in AXES:
-        rows.append(
-            row(
-                f"documents mentioning {axis}",
-                lambda c, s, axis=axis: (
-                    f"{c.get(f'docs.axis.{axis}', 0)} ({_pct(s.get(f'doc_share.axis.{axis}'))})"
-                ),
-            )
-        )
-    return rows
 
 
 def disparity_table(rows: list[Mapping[str, Any]], limit: int = DISPARITY_TABLE_ROWS) -> str:

@@ -444,6 +444,11 @@ def tokens_section(manifests: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def representation_table(rep: Mapping[str, Any]) -> str:
+    return _table(representation_rows(rep))
+
+
+def representation_rows(rep: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Metric rows with one column per measured stage (before / after the bias stage)."""
     labels = sorted(rep, key=lambda lb: ({"before": 0, "after": 1}.get(lb, 2), lb))
     head = {lb: f"{lb} ({rep[lb].get('stage')})" for lb in labels}
 
@@ -476,7 +481,7 @@ def representation_table(rep: Mapping[str, Any]) -> str:
                 ),
             )
         )
-    return _table(rows)
+    return rows
 
 
 def disparity_table(rows: Sequence[Mapping[str, Any]], limit: int = DISPARITY_ROWS) -> str:

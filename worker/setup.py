@@ -42,7 +42,7 @@ INSTALL_REQUIRES = [
     "universal_pathlib>=0.2.6",
 ]
 EXTRAS_REQUIRE = {
-    "s3": ["s3fs"],
+    "s3": ["s3fs>=2024.6"],
     "gcs": ["gcsfs"],
     "azure": ["adlfs"],
     "dask": ["apache-beam[dask]==2.77.0"],  # Dask workers: dask + distributed (pipelines.runners)

@@ -1,4 +1,4 @@
-"""Dedup speed benchmark (issue 3): our Beam dedup stage vs datatrove vs plain datasketch, one run.
+"""Dedup speed benchmark (issue 3): our Beam dedup stage vs datatrove, text-dedup and datasketch, one run.
 
 Corpus: ``bench/dedup_corpus.py``'s families (a real base text plus 1-N variants made by its edit specs,
 ground truth in ``cluster``), scaled up. ``dedup_corpus.generate`` draws the same number of bases for
@@ -13,7 +13,10 @@ unlabelled duplicates that would count as false merges for every tool.
 
 The corpus is written once under ``--work``: ``corpus.jsonl`` (records with labels, for datasketch and
 scoring), ``jsonl/all/part-XX.jsonl`` plus ``jsonl/en`` / ``jsonl/zh`` (``id`` + ``text`` only, one file
-per datatrove task) and a committed ``clean`` stage of ``--shards`` Parquet shards in ``data/``.
+per datatrove task), a committed ``clean`` stage of ``--shards`` Parquet shards in ``data/`` and, when
+text-dedup is among ``--tools``, ``hf/``: ``jsonl/all`` as a ``datasets.Dataset.save_to_disk`` folder
+(``hf/dataset``, written by the text-dedup venv's python) with ``hf/ids.txt`` (the id of every row, in
+row order) and ``hf/meta.json``.
 
 Each tool then runs in a fresh subprocess, one after the other, and measures itself (wall seconds of
 the work only, peak RSS/PSS and CPU seconds of its process tree sampled from /proc every 0.5 s, see
@@ -21,7 +24,22 @@ the work only, peak RSS/PSS and CPU seconds of its process tree sampled from /pr
 ``pipelines.dedup.evaluate.clustering_report`` (overall and per language) and prints ONE JSON line per
 tool run. Tools: ``ours`` (``pipelines.dedup.job.run``, default ``DedupConfig``, FnApiRunner
 multi_processing), ``datatrove-default`` / ``datatrove-tuned`` (``bench/dedup_datatrove.py``, run with
-the datatrove venv's python) and ``datasketch`` (``bench/dedup_datasketch.py``).
+the datatrove venv's python), ``datasketch`` (``bench/dedup_datasketch.py``) and ``text-dedup``.
+
+``text-dedup`` (0.4.0 from PyPI in a throwaway venv, ``--td-python``) runs its own CLI with its default
+settings (word 5-grams of tokens split on non-word characters, 250 permutations, threshold 0.7, sha1)
+plus ``--debug``::
+
+    python -m text_dedup.minhash --path COPY --local --output OUT --column text --num_proc W --debug
+
+on a fresh copy of ``hf/dataset`` (it writes its ``datasets`` cache files next to its input, and a
+run that dies before its cleanup leaves fingerprinted map results there that a later run could reuse).
+It cannot measure itself, so the driver samples its process tree from outside (same sampler);
+``wall_s`` is its own ``Total`` timer (loading the dataset to saving the output, like the other tools'
+work-only wall) and ``process_wall_s`` the whole process (imports included). Its clusters come from
+``OUT/uf.pkl`` (a pickled union-find over row indices, read without importing text_dedup) mapped back to
+ids through ``hf/ids.txt``; rows it never hashed (fewer than ``--min_length`` 5 such tokens: it drops
+them from its output altogether) and rows alone in every LSH bucket are singletons.
 
 ``--profile`` instead times shingling + ``MinHasher`` alone, then runs our stage in_memory (one
 process) and reports the CPU seconds of every fused Beam stage (``--cprofile``: also a cProfile run).
@@ -34,7 +52,8 @@ tokenizer in datatrove 0.10.1) with word 5-grams and 28x4 buckets (``--dt-en`` /
 Usage::
 
     python bench/dedup_speed.py --work /tmp/dedupspeed --wait-load 1.5 \
-        --dt-python /tmp/dtvenv_dedup/bin/python [--tools ours,datatrove-default,...] [--profile]
+        --dt-python /tmp/dtvenv_dedup/bin/python --td-python /tmp/tdvenv/bin/python \
+        [--tools ours,datatrove-default,datatrove-tuned,datasketch,text-dedup] [--profile]
 """
 
 from __future__ import annotations
@@ -42,13 +61,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import random
+import re
 import resource
+import shutil
+import signal
 import subprocess
 import sys
 import time
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +85,7 @@ from clean_throughput import TreeMemorySampler, log, machine_facts  # noqa: E402
 
 from assets.graph import run_stage  # noqa: E402
 
-TOOLS = ("ours", "datatrove-default", "datatrove-tuned", "datasketch")
+TOOLS = ("ours", "datatrove-default", "datatrove-tuned", "datasketch", "text-dedup")
 CORPUS_VERSION = 2  # bump when build_records changes, so a cached corpus is rebuilt
 SOURCE_OVERLAP = 0.2
 
@@ -173,33 +197,39 @@ def build_records(
     return records
 
 
-def commit_clean_stage(data_dir: Path, records: list[dict[str, Any]], shards: int) -> str:
-    """Commit ``records`` as the ``clean`` stage in ``shards`` Parquet shards (record i -> shard i % n)."""
+def commit_clean_stage(data_dir: Path, records: Iterable[dict[str, Any]], shards: int) -> str:
+    """Commit ``records`` as the ``clean`` stage in ``shards`` Parquet shards (record i -> shard i % n).
+
+    ``records`` (``id``, ``text``, ``lang``, ``quality``) is consumed once, as a stream: the shards are
+    written side by side, so a corpus larger than memory can be committed (``bench/dedup_scaling.py``).
+    """
     from pipelines import schemas, storage
 
     version = storage.new_version(data_dir, "clean", "bench")
-    for s in range(shards):
-        writer = storage.ShardWriter(
+    writers = [
+        storage.ShardWriter(
             version.dir("documents"),
             f"{s:05d}",
             schemas.DOCUMENTS,
             max_shard_bytes=1 << 30,
             row_group_rows=2048,
         )
-        for i in range(s, len(records), shards):
-            r = records[i]
-            writer.write(
-                {
-                    "id": r["id"],
-                    "text": r["text"],
-                    "source": "dedup-bench",
-                    "offset": i,
-                    "lang": r["lang"],
-                    "lang_score": 1.0,
-                    "quality": r["quality"],
-                    "tags": [],
-                }
-            )
+        for s in range(shards)
+    ]
+    for i, r in enumerate(records):
+        writers[i % shards].write(
+            {
+                "id": r["id"],
+                "text": r["text"],
+                "source": "dedup-bench",
+                "offset": i,
+                "lang": r["lang"],
+                "lang_score": 1.0,
+                "quality": r["quality"],
+                "tags": [],
+            }
+        )
+    for writer in writers:
         writer.close()
     entries = {k: storage.collect_shards(version.dir(k)) for k in ("documents", "ledger")}
     storage.commit(version, config={}, upstream={}, entries=entries)
@@ -231,10 +261,9 @@ def prepare(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         summary = json.loads(summary_path.read_text())
         if summary.get("params") == params:
             log(f"reusing the corpus in {work}")
+            _prepare_text_dedup(work, args)
             return summary
-    import shutil
-
-    for name in ("data", "jsonl", "corpus.jsonl", "corpus.json"):
+    for name in ("data", "jsonl", "hf", "corpus.jsonl", "corpus.json"):
         p = work / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -266,25 +295,285 @@ def prepare(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "build_s": round(time.perf_counter() - t0, 1),
     }
     summary_path.write_text(json.dumps(summary, indent=1))
+    _prepare_text_dedup(work, args)
     return summary
+
+
+def _prepare_text_dedup(work: Path, args: argparse.Namespace) -> None:
+    """``hf/`` (text-dedup's input) from ``jsonl/all`` when text-dedup is to run and it is missing."""
+    if "text-dedup" not in args.tools.split(",") or (work / "hf" / "meta.json").is_file():
+        return
+    meta = write_td_dataset(sorted((work / "jsonl" / "all").glob("*.jsonl")), work / "hf", args.td_python)
+    log(f"text-dedup input: {json.dumps(meta)}")
+
+
+# ------------------------------------------------------------------------------------- text-dedup
+
+TD_MIN_LENGTH = 5  # text-dedup 0.4.0's --min_length default: rows with fewer tokens are dropped
+TD_DEFAULTS = "text_dedup.minhash defaults (ngram 5, num_perm 250, threshold 0.7 -> 25x10 bands, sha1)"
+
+# Run with the text-dedup venv's python (its ``datasets``): argv = OUT MIN_LENGTH JSONL... ; writes
+# OUT/dataset (save_to_disk of the files' id + text, in file order), OUT/ids.txt and OUT/meta.json.
+TD_PREPARE = r"""
+import json, re, shutil, sys
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.json as pj
+
+NON_ALPHA = re.compile(r"\W", re.UNICODE)  # text_dedup.minhash's tokenizer and short-row filter
+out, min_length, files = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+shutil.rmtree(out, ignore_errors=True)
+out.mkdir(parents=True)
+tables, short = [], 0
+with (out / "ids.txt").open("w", encoding="utf-8") as ids:
+    for f in files:
+        t = pj.read_json(f).select(["id", "text"])
+        for doc_id in t.column("id").to_pylist():
+            ids.write(doc_id + "\n")
+        short += sum(len(NON_ALPHA.split(x.lower())) < min_length for x in t.column("text").to_pylist())
+        tables.append(t)
+table = pa.concat_tables(tables)
+datasets.Dataset(table).save_to_disk(str(out / "dataset"))
+meta = {"rows": table.num_rows, "short_rows": short, "min_length": min_length,
+        "datasets": datasets.__version__, "files": len(files)}
+(out / "meta.json").write_text(json.dumps(meta))
+print(json.dumps(meta))
+"""
+
+
+def td_env(scratch: Path) -> dict[str, str]:
+    """text-dedup's environment: its caches and temp files under ``scratch``, offline, wide log lines."""
+    (scratch / "tmp").mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "TMPDIR": str(scratch / "tmp"),
+        "HF_HOME": str(scratch / "hf-home"),
+        "HF_DATASETS_CACHE": str(scratch / "hf-cache"),
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "TQDM_DISABLE": "1",
+        "COLUMNS": "250",  # rich's log lines are not wrapped, so its timers can be parsed
+    }
+
+
+def write_td_dataset(files: list[Path], out: Path, python: str) -> dict[str, Any]:
+    """Write ``files`` (JSONL with ``id`` and ``text``) as text-dedup's input under ``out``; returns meta."""
+    if not files:
+        raise SystemExit("no JSONL files to convert for text-dedup")
+    if not Path(python).is_file():
+        raise SystemExit(
+            f"text-dedup venv python not found at {python}; create it with:\n"
+            "  python3.11 -m venv /tmp/tdvenv && /tmp/tdvenv/bin/pip install text-dedup==0.4.0"
+        )
+    cmd = [python, "-c", TD_PREPARE, str(out), str(TD_MIN_LENGTH), *map(str, files)]
+    env = {**os.environ, "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"writing text-dedup's input failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def td_version(python: str) -> str | None:
+    proc = subprocess.run(
+        [python, "-c", "import importlib.metadata as m; print(m.version('text-dedup'))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() or None
+
+
+def td_command(python: str, dataset: Path, output: Path, workers: int, *, debug: bool = True) -> list[str]:
+    """text-dedup's MinHash CLI with its default settings; ``--debug`` writes ``output/uf.pkl``."""
+    cmd = [
+        python,
+        "-m",
+        "text_dedup.minhash",
+        "--path",
+        str(dataset),
+        "--local",
+        "--output",
+        str(output),
+        "--column",
+        "text",
+        "--num_proc",
+        str(workers),
+    ]
+    return [*cmd, "--debug"] if debug else cmd
+
+
+_TD_LOG_LINE = re.compile(
+    r"INFO\s+(Loading|MinHashing|Clustering|Filtering|Saving|Cleaning|Total|Before|After)\s*:\s*([0-9.]+)(s?)\s"
+)
+
+
+def parse_td_log(text: str) -> tuple[dict[str, float], dict[str, int]]:
+    """text-dedup's own timers (seconds) and its ``Before`` (rows hashed) / ``After`` (rows kept)."""
+    timers: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for name, value, unit in _TD_LOG_LINE.findall(text):
+        if unit:
+            timers[name] = float(value)
+        else:
+            counts[name] = int(float(value))
+    return timers, counts
+
+
+class _PickledUnionFind:
+    """Stands in for ``text_dedup.utils.union_find.UnionFind`` (``parent`` and ``rank`` dicts)."""
+
+    parent: dict[Any, Any]
+
+
+class _UnionFindUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("text_dedup") and name == "UnionFind":
+            return _PickledUnionFind
+        if (module, name) == ("collections", "Counter"):
+            return Counter
+        raise pickle.UnpicklingError(f"unexpected {module}.{name} in text-dedup's uf.pkl")
+
+
+def td_clusters(uf_path: Path, ids: list[str]) -> tuple[dict[str, str], int]:
+    """``doc id -> id of its cluster's root row`` for every row, and the number of clusters of >1 rows.
+
+    ``uf.pkl`` holds the rows that shared an LSH bucket with another row (keys are row indices, as no
+    ``--idx_column`` is given); every other row - a short row text-dedup dropped, or one alone in all
+    of its buckets - is its own cluster.
+    """
+    with uf_path.open("rb") as fh:
+        parent = _UnionFindUnpickler(fh).load().parent
+
+    def root(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    pred: dict[str, str] = {}
+    roots: Counter = Counter()
+    for row, doc_id in enumerate(ids):
+        r = root(row) if row in parent else row
+        roots[r] += 1
+        pred[doc_id] = ids[r]
+    return pred, sum(1 for n in roots.values() if n > 1)
+
+
+def run_text_dedup(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """text-dedup's CLI on a fresh copy of ``hf/dataset``; writes ``pred/text-dedup.jsonl``."""
+    hf = work / "hf"
+    scratch = work / "scratch" / "text-dedup"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    shutil.copytree(hf / "dataset", scratch / "input")  # outside the timed run
+    env = td_env(scratch)
+    cmd = td_command(args.td_python, scratch / "input", scratch / "output", args.workers)
+    log(f"text-dedup: {' '.join(cmd)}")
+    run = measure_process(cmd, work / "logs" / "text-dedup.stderr", env=env)
+    (work / "logs" / "text-dedup.stdout").write_text(run.pop("stdout"))
+    if run["returncode"] != 0:
+        raise SystemExit(f"text-dedup failed (rc {run['returncode']}); see {work}/logs/text-dedup.std*")
+    timers, counts = parse_td_log((work / "logs" / "text-dedup.stdout").read_text())
+    meta = json.loads((hf / "meta.json").read_text())
+    ids = (hf / "ids.txt").read_text(encoding="utf-8").splitlines()
+    pred, clusters = td_clusters(scratch / "output" / "uf.pkl", ids)
+    _write_pred(work / "pred" / "text-dedup.jsonl", pred)
+    kept = counts.get("After")
+    return {
+        "tool": "text-dedup",
+        "wall_s": timers.get("Total", run["process_wall_s"]),
+        "process_wall_s": run["process_wall_s"],
+        "stage_s": {k: v for k, v in timers.items() if k != "Total"},
+        **{k: v for k, v in run.items() if k not in ("returncode", "timed_out", "process_wall_s")},
+        "config": {
+            "text_dedup": td_version(args.td_python),
+            "cli": f"{TD_DEFAULTS} --debug",
+            "num_proc": args.workers,
+            "min_length": meta["min_length"],
+        },
+        "rows": meta["rows"],
+        "short_rows_dropped": meta["short_rows"],
+        "rows_hashed": counts.get("Before"),
+        "kept": kept,
+        "removed": meta["rows"] - kept if kept is not None else None,
+        "clusters_found": clusters,
+    }
+
+
+# ----------------------------------------------------------------------------- process measuring
+
+
+def measure_process(
+    cmd: list[str],
+    stderr_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Run ``cmd`` (its own session) and sample its process tree from outside while it runs.
+
+    Returns whole-process wall seconds, the ``TreeMemorySampler`` report (the tool's process is the
+    "parent"), CPU seconds from ``getrusage(RUSAGE_CHILDREN)`` (every reaped descendant),
+    ``returncode``, ``timed_out`` and the captured ``stdout``; stderr goes to ``stderr_path``. Past
+    ``timeout`` seconds its whole process group is killed.
+    """
+    stderr_path.parent.mkdir(parents=True, exist_ok=True)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    timed_out = False
+    with stderr_path.open("w") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=cwd, env=env, start_new_session=True
+        )
+        with TreeMemorySampler(root=proc.pid) as mem:
+            try:
+                stdout, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)
+                stdout, _ = proc.communicate()
+        wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    return {
+        "returncode": proc.returncode,
+        "timed_out": timed_out,
+        "process_wall_s": round(wall, 2),
+        **mem.report(),
+        "cpu_s_rusage": round(cpu, 1),
+        "stdout": stdout,
+    }
 
 
 # ------------------------------------------------------------------------------------------ tools
 
 
-def run_ours(work: Path, workers: int, *, in_memory: bool = False) -> dict[str, Any]:
-    """Our dedup stage on the committed ``clean`` stage; writes ``pred/ours.jsonl``; returns timings."""
-    from pipelines import storage
+def ours_stage_args(data_dir: Path, workers: int, *, in_memory: bool = False) -> tuple[Any, Any]:
+    """``(cfg, options)`` for ``run_stage("dedup", ...)`` on ``data_dir``: default ``DedupConfig``,
+    FnApiRunner multi_processing with ``workers`` workers (one process with ``in_memory``)."""
     from pipelines.beam_stage import pipeline_options
     from pipelines.config import load_config
 
     cfg = load_config(
         overrides={
-            "paths": {"data_dir": str(work / "data")},
+            "paths": {"data_dir": str(data_dir)},
             "runner": {"direct_num_workers": workers, "direct_running_mode": "multi_processing"},
         }
     )
-    options = pipeline_options(cfg.runner, in_memory=in_memory)
+    return cfg, pipeline_options(cfg.runner, in_memory=in_memory)
+
+
+def run_ours(work: Path, workers: int, *, in_memory: bool = False) -> dict[str, Any]:
+    """Our dedup stage on the committed ``clean`` stage; writes ``pred/ours.jsonl``; returns timings."""
+    from pipelines import storage
+
+    cfg, options = ours_stage_args(work / "data", workers, in_memory=in_memory)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     with TreeMemorySampler() as mem:
         t0 = time.perf_counter()
@@ -304,7 +593,7 @@ def run_ours(work: Path, workers: int, *, in_memory: bool = False) -> dict[str, 
         **mem.report(),
         "parent_cpu_s": round(parent_cpu, 1),  # the FnApiRunner process: it groups every shuffle
         "config": {"dedup": "DedupConfig defaults", **result.manifest.get("lsh", {}), "workers": workers},
-        "cc_rounds": stats.get("cc_rounds"),
+        "chains": stats.get("chains"),
         "removed": stats.get("removed"),
     }
 
@@ -401,16 +690,20 @@ def run_tool(
     tool: str, work: Path, args: argparse.Namespace, summary: dict[str, Any], truth, by_lang
 ) -> dict:
     """Run one tool in a fresh subprocess and return its scored JSON record."""
-    cmd = tool_command(tool, work, args)
-    log(f"{tool}: {' '.join(cmd)}")
     load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    with (work / "logs").joinpath(f"{tool}.stderr").open("w") as err:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, check=False)
-    process_wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{tool} failed (rc {proc.returncode}); see {work}/logs/{tool}.stderr")
-    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    if tool == "text-dedup":  # its CLI, measured from outside
+        measured = run_text_dedup(work, args)
+        process_wall = measured.pop("process_wall_s")
+    else:
+        cmd = tool_command(tool, work, args)
+        log(f"{tool}: {' '.join(cmd)}")
+        t0 = time.perf_counter()
+        with (work / "logs").joinpath(f"{tool}.stderr").open("w") as err:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, check=False)
+        process_wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"{tool} failed (rc {proc.returncode}); see {work}/logs/{tool}.stderr")
+        measured = json.loads(proc.stdout.strip().splitlines()[-1])
     wall = measured.pop("wall_s")
     mb = summary["text_mb"]
     docs = summary["documents"]
@@ -535,6 +828,9 @@ def main() -> None:
     ap.add_argument(
         "--dt-python", default="/tmp/dtvenv_dedup/bin/python", help="python of the datatrove venv"
     )
+    ap.add_argument(
+        "--td-python", default="/tmp/tdvenv/bin/python", help="python of the text-dedup venv (text-dedup)"
+    )
     ap.add_argument("--dt-en", default="5,20,5", help="datatrove-tuned English n-grams,buckets,rows")
     ap.add_argument("--dt-zh", default="5,28,4", help="datatrove-tuned Chinese (jieba) n-grams,buckets,rows")
     ap.add_argument(
@@ -562,11 +858,16 @@ def main() -> None:
     corpus = {k: summary[k] for k in ("documents_by_lang", "text_mb_by_lang", "true_clusters", "true_pairs")}
     for tool in args.tools.split(","):
         record = {**run_tool(tool, work, args, summary, truth, by_lang), "corpus": corpus, "machine": facts}
-        line = json.dumps(record)
-        print(line, flush=True)
-        if args.out:
-            with args.out.open("a") as fh:
-                fh.write(line + "\n")
+        emit(record, args.out)
+
+
+def emit(record: dict[str, Any], out: Path | None) -> None:
+    """Print one JSON line, and append it to ``out`` when given."""
+    line = json.dumps(record)
+    print(line, flush=True)
+    if out:
+        with out.open("a") as fh:
+            fh.write(line + "\n")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,24 @@ def run_stage(
     return StageResult(version, manifest, counters)
 
 
+def for_input_size(options: PipelineOptions, runner: RunnerConfig, text_bytes: int) -> PipelineOptions:
+    """``options``, or in-process options when a local runner in ``multi_processing`` mode would get
+    less than ``runner.in_process_below_mb`` of upstream text (workers cost seconds to start)."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    limit = runner.in_process_below_mb * 1e6
+    if options is None or not limit or text_bytes >= limit:
+        return options
+    if (options.view_as(StandardOptions).runner or "") not in LOCAL_RUNNERS:
+        return options
+    if options.view_as(DirectOptions).direct_running_mode != "multi_processing":
+        return options
+    values = options.get_all_options(drop_default=True)
+    return PipelineOptions.from_dictionary(
+        {**values, "direct_running_mode": "in_memory", "direct_num_workers": 1}
+    )
+
+
 class EmptyOutputError(RuntimeError):
     """A stage with input wrote no output shards; nothing is committed."""
 
@@ -230,6 +248,7 @@ def run_downstream_stage(
     upstream = job.upstream_version(0)
     splits = shard_splits(upstream)
     up_docs = upstream.manifest()["documents"]
+    options = for_input_size(job.options, job.cfg.runner, int(up_docs.get("bytes") or 0))
     return run_stage(
         stage=job.name,
         data_dir=job.data_dir,
@@ -238,7 +257,7 @@ def run_downstream_stage(
         upstream={upstream.stage: upstream.name},
         output=job.cfg.output,
         build=lambda p, v: build(p, splits, v),
-        options=job.options,
+        options=options,
         kinds=kinds,
         finalize=lambda v, counters, entries: finalize(v, counters, entries, up_docs),
         reuse=job.reuse,

@@ -57,6 +57,12 @@ class RunnerConfig:
         "multi_processing", "FnApiRunner mode: in_memory, multi_threading or multi_processing."
     )
     direct_num_workers: int = _f(2, "FnApiRunner workers; 0 means one per CPU core.")
+    in_process_below_mb: float = _f(
+        32.0,
+        "FnApiRunner: a stage whose upstream documents hold less text than this (MB) runs in the driver "
+        "process instead of multi_processing workers, whose start-up costs more than they save on small "
+        "inputs (outputs are identical either way). 0 disables.",
+    )
     options: list = _f(
         [], "Extra Beam pipeline options passed through verbatim, e.g. ['--flink_master=host:8081']."
     )
@@ -237,19 +243,28 @@ class DedupConfig:
     near: bool = _f(True, "Remove near duplicates with MinHash LSH.")
     ngram: int = _f(5, "Word n-gram size for space-delimited text.")
     cjk_ngram: int = _f(5, "Character n-gram size for CJK text.")
-    num_perm: int = _f(128, "MinHash permutations.")
+    num_perm: int = _f(
+        256, "MinHash permutations (256: the estimate's noise near the threshold is ~0.03, at 128 ~0.044)."
+    )
     threshold: float = _f(
-        0.55,
+        0.51,
         "Estimated Jaccard of 5-gram shingle sets at or above which two documents are near duplicates "
-        "(0.55 ~ up to 5% of words/CJK characters edited; bench/dedup_quality.py).",
+        "(0.51 ~ up to 6% of words/CJK characters edited, 10% edits mostly below; bench/dedup_quality.py).",
     )
     fp_weight: float = _f(0.1, "Weight of false positives in the bands x rows search (verify removes them).")
     fn_weight: float = _f(
         0.9, "Weight of false negatives in the bands x rows search (they are lost for good)."
     )
     verify: bool = _f(True, "Drop candidate pairs whose estimated Jaccard is below the threshold.")
-    max_cc_rounds: int = _f(
-        30, "Upper bound on connected-component rounds (rounds after convergence pass no data)."
+    max_passes: int = _f(
+        256,
+        "Most survivors drawn per connected component (clusters.py); members of a component still "
+        "unassigned after that are kept, never removed without a similar survivor.",
+    )
+    chunk_rows: int = _f(4096, "Documents per sketching task (whole upstream row groups).")
+    partition_rows: int = _f(
+        1 << 18,
+        "Target rows per shuffle partition file; bounds each merge task's memory (about 24 bytes a row).",
     )
     seed: int = _f(1, "MinHash permutation seed.")
     minhash_scheme: str = _f(
@@ -437,7 +452,9 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     need(0.0 < d.threshold < 1.0, f"dedup.threshold must be within (0, 1), not {d.threshold}")
     need(d.num_perm >= 8, "dedup.num_perm must be >= 8")
     need(d.ngram >= 1 and d.cjk_ngram >= 1, "dedup.ngram and dedup.cjk_ngram must be >= 1")
-    need(d.max_cc_rounds >= 1, "dedup.max_cc_rounds must be >= 1")
+    need(d.max_passes >= 1, "dedup.max_passes must be >= 1")
+    need(d.chunk_rows >= 1, "dedup.chunk_rows must be >= 1")
+    need(d.partition_rows >= 1024, "dedup.partition_rows must be >= 1024")
     need(
         d.minhash_scheme in ("affine32", "affine64", "legacy"),
         f"dedup.minhash_scheme must be affine32, affine64 or legacy, not {d.minhash_scheme!r}",

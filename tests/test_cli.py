@@ -27,7 +27,7 @@ def test_missing_config_file(tmp_path, capsys):
 def test_config_lists_every_key(capsys):
     assert main(["config"]) == 0
     out = capsys.readouterr().out
-    assert "dedup.threshold = 0.55" in out and "filtered.doc_min_weighted = 2.0" in out
+    assert "dedup.threshold = 0.51" in out and "filtered.doc_min_weighted = 2.0" in out
 
 
 def test_report_of_a_missing_data_dir_says_so(tmp_path, capsys):

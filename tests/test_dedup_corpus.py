@@ -74,13 +74,17 @@ def test_writes_jsonl(tmp_path):
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not available")
 def test_quality_on_real_text_reaches_target_at_default_config():
-    recs = dedup_corpus.generate(families=66, singletons=20, seed=4, data=SHARED)
+    recs = dedup_corpus.generate(
+        families=66, singletons=20, seed=4, data=SHARED, light=40, chains=15, passages=8
+    )
     sizes = [len(r["text"].encode()) for r in recs if r["edit"]["kind"] == "original"]
     assert min(sizes) >= 1000 and max(sizes) <= 3000
     assert {r["lang"] for r in recs} == {"en", "zh"}
     result = dedup_quality.evaluate_corpus(recs, DedupConfig(), "affine32")
-    assert result["overall"]["f1"] >= 0.96
-    assert result["slices"]["lang=zh"]["f1"] >= 0.95
+    # a small sample of the full benchmark (docs/benchmarks.md): bounds with room for its noise
+    assert result["overall"]["precision"] >= 0.99 and result["overall"]["f1"] >= 0.95
+    assert result["chain_false_merges"] <= 1 and result["passage_false_merges"] == 0
+    assert min(result["light_edit_recall"].values()) >= 0.93
     assert result["slices"]["substitute@0.2"]["false_merge_rate"] == 0.0
     assert result["slices"]["substitute@0.01"]["merged_with_base"] == 1.0
 

@@ -12,7 +12,6 @@ from assets.graph import run_stage
 from pipelines import storage
 from pipelines.beam_stage import pipeline_options
 from pipelines.config import load_config
-from pipelines.dedup import job
 from tests.conftest import commit_documents
 
 WORDS = [
@@ -128,7 +127,7 @@ def test_exact_near_chain_chinese_and_disjoint(tmp_path, beam_options):
         "clusters": 4,
         "no_survivor": 0,
         "two_survivors": 0,
-        "survivor_not_cluster_id": 0,
+        "unmatched_decisions": 0,
     }
     kept_ids = {r["id"] for r in storage.iter_stage_rows(result.version)}
     # equal quality: the longer text survives (zh2 has one more character than zh1)
@@ -155,27 +154,23 @@ def test_disjoint_corpus_removes_nothing(tmp_path, beam_options):
     assert result.manifest["stats"]["cluster_size_histogram"] == {1: 10}
 
 
-def test_cluster_audit_flags_broken_cluster_tables():
-    from apache_beam.testing.test_pipeline import TestPipeline
-    from apache_beam.testing.util import assert_that, equal_to
+def test_cluster_audit_flags_broken_decisions():
+    from pipelines.dedup.steps import cluster_stats
 
-    def row(doc, cluster, kept):
-        return ("00000", {"doc_id": doc, "cluster_id": cluster, "kept": kept})
+    def row(doc, cluster):
+        return {"doc_id": doc, "cluster_id": cluster}
 
     rows = [
-        row("a", "a", True),
-        row("b", "a", False),  # fine: one survivor named by the cluster id
-        row("c", "c", True),
-        row("c2", "c", True),  # two survivors
-        row("d", "x", False),  # removed, pointing at a cluster with no survivor
-        row("e", "e0", True),  # survivor whose id is not the cluster id
+        row("a", "a"),
+        row("b", "a"),  # fine: one survivor named by the cluster id
+        row("c", "c"),
+        row("c", "c"),  # the same id decided twice: two survivors
+        row("d", "x"),  # removed, pointing at a cluster with no survivor
     ]
-    expected = {"clusters": 4, "no_survivor": 1, "two_survivors": 1, "survivor_not_cluster_id": 2}
-    with TestPipeline(runner="FnApiRunner") as p:
-        audit = p | "Rows" >> beam.Create(rows) | "Audit" >> job.AuditClusters()
-        assert_that(audit, equal_to([expected]))
-        empty = p | "NoRows" >> beam.Create([]) | "AuditEmpty" >> job.AuditClusters()
-        assert_that(empty, equal_to([dict.fromkeys(expected, 0)]), label="CheckEmpty")
+    stats = cluster_stats(rows)
+    assert (stats["audit_clusters"], stats["audit_no_survivor"], stats["audit_two_survivors"]) == (3, 1, 1)
+    assert stats["cluster_size_histogram"] == {"2": 2, "1": 1}
+    assert stats["largest_clusters"] == [[2, "c"], [2, "a"]]
 
 
 def test_stats_are_one_element_written_by_the_pipeline_and_read_by_the_driver(tmp_path):

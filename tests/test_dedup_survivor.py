@@ -3,14 +3,9 @@
 import itertools
 import math
 
-import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.config import DedupConfig
-from pipelines.dedup.beam_exact import ExactDuplicates
 from pipelines.dedup.exact import exact_duplicates_local, exact_key
 from pipelines.dedup.survivor import choose_survivor, decision, survivor_key
 
@@ -82,12 +77,6 @@ EXPECTED = [
 def test_exact_duplicates_local():
     assert exact_duplicates_local(DOCS) == EXPECTED
     assert exact_duplicates_local(list(reversed(DOCS))) == EXPECTED
-
-
-def test_exact_duplicates_beam_matches_local():
-    with TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        out = p | beam.Create(DOCS) | ExactDuplicates()
-        assert_that(out, equal_to(EXPECTED))
 
 
 def test_punctuation_or_emoji_only_texts_are_not_copies_of_each_other():

@@ -70,7 +70,6 @@ def graph(tmp_path_factory):
     cfg = load_config(
         overrides={
             "paths": {"input": str(root / "input"), "data_dir": str(root / "data")},
-            "dedup": {"max_cc_rounds": 4},
             "filtered": {"toxicity_policy": "document"},
             "tokenizer": {"vocab_size": 400},
             "tokens": {"seq_len": SEQ_LEN, "val_fraction": VAL_FRACTION, "sequences_per_shard": 64},

@@ -84,7 +84,9 @@ def check_requirements(metadata: str) -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert msg["Version"] == project["version"]
     main_extras = project["optional-dependencies"]
-    assert all(main_extras[e] == [fs] for e, fs in (("s3", "s3fs"), ("gcs", "gcsfs"), ("azure", "adlfs")))
+    assert all(
+        main_extras[e] == [fs] for e, fs in (("s3", "s3fs>=2024.6"), ("gcs", "gcsfs"), ("azure", "adlfs"))
+    )
 
 
 def test_worker_wheel_holds_pipelines_and_the_torch_free_training_modules_only(tmp_path):

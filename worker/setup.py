@@ -71,6 +71,9 @@ def sync_sources() -> None:
         shutil.copy2(REPO / "training" / name, tmp / "training" / name)
     shutil.rmtree(SRC, ignore_errors=True)
     tmp.rename(SRC)
+    # setuptools' build directory keeps modules that were deleted from the repository since the last
+    # build and would ship them in the wheel: start every build from an empty one
+    shutil.rmtree(HERE / "_build", ignore_errors=True)
 
 
 sync_sources()

@@ -1,19 +1,18 @@
 """Exact then near dedup of one corpus: how the two decision sets combine (configured by ``DedupConfig``).
 
-``beam_decisions.DedupDecisions(cfg)``: PCollection of ``(doc_id, text, quality)`` -> one decision dict
-per document (``{doc_id, cluster_id, kept, kind, similarity}``, see ``survivor.decision``):
+The dedup job (``steps.py``) gives one decision dict per document (``{doc_id, cluster_id, kept,
+kind, similarity}``, see ``survivor.decision``):
 
 1. one pass per document computes the exact-text key and the MinHash signature (batched,
    ``sketch.DocumentSketcher``);
 2. exact groups (``cfg.exact``) keep one survivor each (``survivor.py`` rule); only the survivors go on;
-3. near-duplicate clusters (``cfg.near``) of the survivors (``beam_near.NearDuplicateClusters``);
+3. near-duplicate clusters (``cfg.near``) of the survivors (``near.py`` rules, ``clusters.py``);
 4. an exact duplicate is re-pointed to its exact survivor's final cluster, so every ``cluster_id``
    names a kept document. Its similarity is the survivor's estimated Jaccard to that cluster's
    survivor (the texts are equal after normalisation, so their shingle sets are too).
 
 Kinds: ``"exact"`` for removed exact duplicates and for exact survivors that are not near
 duplicates of anything; ``"near"`` for members of a near cluster; ``"unique"`` otherwise.
-Only small tuples (ids, hashes, packed signatures) are shuffled; texts stay in the first step.
 Step 4 is ``final_decisions`` (pure: no Beam, no I/O).
 """
 

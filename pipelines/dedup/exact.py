@@ -2,13 +2,13 @@
 
 Normal form with the defaults (``lowercase`` and ``strip_punct``): the canonical shingle text of
 ``shingles.shingle_layout`` (NFKC, casefold, punctuation and symbols separate words, whitespace
-collapsed, whitespace between CJK characters ignored), so ``beam_decisions.DedupDecisions`` gets the
+collapsed, whitespace between CJK characters ignored), so the dedup job (``steps.sketch_chunk``) gets the
 key from the same pass that shingles the text. With either option off:
 ``pipelines.text.normalize.normalize_for_hash`` (NFKC; casefold when ``lowercase``; control/format
 characters, and with ``strip_punct`` punctuation and symbols, removed; whitespace collapsed). The key
 is the 16-byte BLAKE2b of the UTF-8 result. One survivor per group by the rule of ``survivor.py``;
 records are ``decision`` dicts with kind ``"exact"`` (groups of two or more) or ``"unique"``. Pure (the
-Beam transform is ``beam_exact.py``).
+job's exact partitions are ``steps.merge_partition``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def group_decisions(members: Iterable[tuple[str, float | None, int]]) -> list[di
 def exact_duplicates_local(
     docs: Iterable[tuple[str, str, float | None]], lowercase: bool = True, strip_punct: bool = True
 ) -> list[dict[str, Any]]:
-    """Single-process ``beam_exact.ExactDuplicates``: decisions for ``(doc_id, text, quality)``, by doc id."""
+    """Exact-duplicate decisions in one process (the job's rule) for ``(doc_id, text, quality)``, by doc id."""
     groups: dict[bytes, list[tuple[str, float | None, int]]] = {}
     for doc_id, text, quality in docs:
         key = group_key(exact_key(text, lowercase, strip_punct), doc_id)

@@ -1,23 +1,20 @@
 """Near duplicates: MinHash signatures -> LSH buckets -> verified edges -> components -> survivors.
 
-Steps (identical in the Beam transform ``beam_near.NearDuplicateClusters`` and the single-process
-``near_duplicate_clusters_local`` here, used by the quality benchmark and tests):
+The single-process reference of the dedup job's near-duplicate rules (``steps.py`` runs them over
+files; tests check both give the same decisions), used by the quality benchmark:
 
 1. every document with a non-empty signature is put in one bucket per band, keyed
    ``(band index, band key)`` (``lsh.band_keys``);
 2. a bucket of k documents gives k - 1 *star* edges from its smallest doc id (the hub) to each
    other member; edges are de-duplicated;
 3. with ``verify``, an edge is kept only if the estimated Jaccard of its two signatures is
-   ``>= threshold``. In Beam the star edges are grouped by hub together with the hub's signature
-   (which also de-duplicates them), then by the other end with its signature: two joins, signatures
-   never broadcast, shuffled as packed bytes (``minhash.pack_signature``);
-4. connected components of the kept edges (transitive: A~B and B~C put A, B, C in one cluster);
-5. per component the survivor (``survivor.py``) is kept, and every member gets its estimated
-   Jaccard to the survivor; the members' signatures travel with the component grouping, so no
-   further join is needed.
+   ``>= threshold`` (the job fetches both signatures by row from its record files);
+4. connected components of the kept edges (transitive: A~B and B~C put A, B, C in one component);
+5. per component, survivor-centred clusters (``clusters.py``): a member is removed only as a
+   duplicate of a survivor it is similar to, so chains are cut.
 
-Records are ``decision`` dicts: kind ``"near"`` for members of a component (survivor included,
-similarity 1.0), ``"unique"`` otherwise (similarity 1.0). Documents whose shingle set is empty
+Records are ``decision`` dicts: kind ``"near"`` for members of a cluster of two or more (survivor
+included, similarity 1.0), ``"unique"`` otherwise (similarity 1.0). Documents whose shingle set is empty
 (signature ``None``) are always unique: exact dedup handles them. Pure: no Beam, no I/O.
 """
 
@@ -28,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.dedup.clusters import survivor_clusters, survivor_order
 from pipelines.dedup.components import union_find_components
 from pipelines.dedup.lsh import band_keys
-from pipelines.dedup.minhash import signature_jaccard
-from pipelines.dedup.survivor import choose_survivor, decision
+from pipelines.dedup.minhash import signature_jaccard, signature_values
+from pipelines.dedup.survivor import decision
 
 # (doc_id, signature (array or packed bytes) or None, quality, length in characters)
 NearInput = tuple[str, "np.ndarray | bytes | None", "float | None", int]
@@ -47,25 +45,51 @@ def star_edges(members: Iterable[str]) -> Iterator[tuple[str, str]]:
     return ((hub, other) for other in members if other != hub)
 
 
-def candidate_edges_local(docs: Sequence[NearInput], bands: int, rows: int) -> set[tuple[str, str]]:
-    """Distinct star edges of all LSH buckets (step 1-2) in one process."""
+def buckets_local(docs: Sequence[NearInput], bands: int, rows: int) -> list[list[str]]:
+    """The LSH buckets of two or more documents, members in input (corpus) order."""
     buckets: dict[tuple[int, bytes], list[str]] = {}
     for doc_id, sig, _, _ in docs:
         if sig is None:
             continue
         for key in band_keys(sig, bands, rows):
             buckets.setdefault(key, []).append(doc_id)
-    return {e for members in buckets.values() if len(members) > 1 for e in star_edges(members)}
+    return [m for m in buckets.values() if len(m) > 1]
+
+
+def candidate_edges_local(docs: Sequence[NearInput], bands: int, rows: int) -> set[tuple[str, str]]:
+    """Distinct star edges of all LSH buckets (step 1-2) in one process."""
+    return {e for members in buckets_local(docs, bands, rows) for e in star_edges(members)}
+
+
+def verified_edges_local(
+    members: Sequence[str], sigs: dict, threshold: float, rounds: int = 4
+) -> Iterator[tuple[str, str]]:
+    """Verified edges of one bucket (``steps.verified_bucket_edges``'s rule): each member is linked
+    to the round's hub (the first remaining member) when similar; the rest form the next round."""
+    left = list(members)
+    for _ in range(rounds):
+        if len(left) < 2:
+            return
+        hub, failed = left[0], []
+        for other in left[1:]:
+            if signature_jaccard(sigs[hub], sigs[other]) >= threshold:
+                yield hub, other
+            else:
+                failed.append(other)
+        left = failed
 
 
 def near_duplicate_clusters_local(
     docs: Sequence[NearInput], bands: int, rows: int, threshold: float, verify: bool = True
 ) -> list[dict[str, Any]]:
-    """Single-process equivalent of ``beam_near.NearDuplicateClusters``; decisions sorted by doc id."""
+    """Near-duplicate decisions of ``docs`` in one process (the job's rules); sorted by doc id."""
     sigs = {d[0]: d[1] for d in docs}
-    edges = candidate_edges_local(docs, bands, rows)
     if verify:
-        edges = {(a, b) for a, b in edges if signature_jaccard(sigs[a], sigs[b]) >= threshold}  # type: ignore[arg-type]
+        edges = {
+            e for m in buckets_local(docs, bands, rows) for e in verified_edges_local(m, sigs, threshold)
+        }
+    else:
+        edges = candidate_edges_local(docs, bands, rows)
     labels = union_find_components(edges)
     comps: dict[str, list[tuple[str, float | None, int]]] = {}
     out = []
@@ -75,8 +99,24 @@ def near_duplicate_clusters_local(
         else:
             out.append(decision(doc_id, doc_id, "unique", 1.0))
     for members in comps.values():
-        survivor = choose_survivor(members)
-        for doc_id, _, _ in members:
-            sim = 1.0 if doc_id == survivor else signature_jaccard(sigs[doc_id], sigs[survivor])  # type: ignore[arg-type]
-            out.append(decision(doc_id, survivor, "near", sim))
+        out.extend(component_decisions(members, [sigs[m[0]] for m in members], threshold))  # type: ignore[misc]
     return sorted(out, key=lambda d: d["doc_id"])
+
+
+def component_decisions(
+    members: Sequence[tuple[str, float | None, int]],
+    signatures: Sequence[np.ndarray | bytes],
+    threshold: float,
+    max_passes: int = 256,
+) -> list[dict[str, Any]]:
+    """Decisions for the ``(doc_id, quality, length)`` members of one component (``clusters.py`` rule):
+    kind ``"near"`` in a cluster of two or more, ``"unique"`` for a member left alone."""
+    ids = [m[0] for m in members]
+    sig = np.stack([signature_values(s) for s in signatures])
+    order = survivor_order(ids, [m[1] for m in members], [m[2] for m in members])
+    res = survivor_clusters(order, sig, threshold, max_passes)
+    size = np.bincount(res.survivor, minlength=len(ids))
+    return [
+        decision(ids[i], ids[s], "near" if size[s] > 1 else "unique", float(res.similarity[i]))
+        for i, s in enumerate(res.survivor.tolist())
+    ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from pipelines.config import DedupConfig
 from pipelines.dedup.exact import exact_key, key_of_normal_form
 from pipelines.dedup.minhash import MinHasher, pack_signature
@@ -27,6 +29,17 @@ class DocumentSketcher:
 
     def sketch(self, texts: Sequence[str]) -> list[tuple[bytes | None, bytes | None]]:
         """``(exact key or None when exact is off, packed signature or None)`` per text."""
+        keys, sigs, has_sig = self.sketch_arrays(texts)
+        if sigs is None:
+            return [(k, None) for k in keys]
+        return [
+            (k, pack_signature(sig) if ok else None)
+            for k, sig, ok in zip(keys, sigs, has_sig.tolist(), strict=True)
+        ]
+
+    def sketch_arrays(self, texts: Sequence[str]) -> tuple[list[bytes | None], np.ndarray | None, np.ndarray]:
+        """Exact keys (None: exact off or empty normal form), the ``(len(texts), num_perm)`` signature
+        matrix (None when near dedup is off) and whether each text has any shingle."""
         c = self.cfg
         layouts = [shingle_layout(*segments(t), c.ngram, c.cjk_ngram) for t in texts]
         if self._key_from_body:
@@ -38,10 +51,7 @@ class DocumentSketcher:
             keys = [exact_key(t, c.exact_lowercase, c.exact_strip_punct) for t in texts]
         else:
             keys = [None] * len(texts)
+        has_sig = np.fromiter((lay.starts.size > 0 for lay in layouts), dtype=bool, count=len(layouts))
         if self.hasher is None:
-            return [(k, None) for k in keys]
-        sigs = self.hasher.signatures_of_layouts(layouts)
-        return [
-            (k, pack_signature(sig) if lay.starts.size else None)
-            for k, lay, sig in zip(keys, layouts, sigs, strict=True)
-        ]
+            return keys, None, has_sig
+        return keys, self.hasher.signatures_of_layouts(layouts), has_sig

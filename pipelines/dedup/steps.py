@@ -1,0 +1,617 @@
+"""The tasks of the dedup job, each bounded in memory and talking to the next through files.
+
+A document is known by its *gid*, ``chunk << 32 | row in chunk``; chunks are runs of upstream row
+groups (:class:`Plan`). Steps (``job.py`` runs each as a Beam step, barriers between them):
+
+1. :func:`sketch_chunk` (one task per chunk): exact key and MinHash signature of every document;
+   writes the chunk's fixed-width records (``spill.write_records``) and its keys as a partitioned
+   table: one row per (band, document) in band partitions, one per document in exact partitions;
+2. :func:`merge_partition` (one task per partition): a band partition is sorted by key, each bucket
+   gives star edges from its first document, and the distinct edges are verified against the
+   threshold with the two signatures fetched by row (``spill.read_records``); an exact partition
+   gives ``(member, survivor)`` pairs of each group of equal keys;
+3. :func:`components` (one task): union-find over the streamed edge files with an array of one
+   integer per document (the only state that grows with the corpus: 8 bytes per document, plus 8 for
+   the exact survivor); writes the members of every component of two or more documents,
+   partitioned by component;
+4. :func:`decide_partition` (one task per member partition): survivor-centred clusters of each
+   component (``clusters.py``: no chained removals), exact duplicates re-pointed to their survivor's
+   final cluster (``decisions.final_decisions``); decisions written partitioned by upstream split;
+5. ``job.FilterShardFn`` (one task per split) joins a split's documents with its decisions.
+
+Every task returns a small statistics dict (:func:`merge_stats` combines them). Outputs do not
+depend on the chunking, the partition counts or the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines import fs, storage
+from pipelines.config import DedupConfig
+from pipelines.dedup import spill
+from pipelines.dedup.clusters import survivor_clusters, survivor_order
+from pipelines.dedup.decisions import final_decisions
+from pipelines.dedup.lsh import optimal_bands_rows
+from pipelines.dedup.sketch import DocumentSketcher
+from pipelines.dedup.survivor import decision, survivor_key
+
+ROW_BITS = 32
+ROW_MASK = (1 << ROW_BITS) - 1
+NONE = np.iinfo(np.uint64).max  # "no exact survivor"
+EXAMPLE_CLUSTERS = 3
+EDGE_BATCH = 1 << 16  # edges verified / unioned per vectorised step
+REHUB_ROUNDS = 4  # bucket members that fail against the hub are compared again among themselves
+
+KEYS = pa.schema([("k1", pa.uint64()), ("k2", pa.uint64()), ("gid", pa.uint64())])
+EDGES = pa.schema([("a", pa.uint64()), ("b", pa.uint64())])
+EXACT = pa.schema([("member", pa.uint64()), ("survivor", pa.uint64())])
+MEMBERS = pa.schema([("root", pa.int64()), ("gid", pa.uint64()), ("exact", pa.uint64())])
+DECISIONS = pa.schema(
+    [
+        ("row", pa.int64()),
+        ("doc_id", pa.string()),
+        ("cluster_id", pa.string()),
+        ("kind", pa.string()),
+        ("similarity", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Row groups ``[first_group, end_group)`` of split ``split`` (upstream shard ``path``)."""
+
+    index: int
+    split: int
+    path: str
+    first_group: int
+    end_group: int
+    first_row: int  # row of the chunk's first document within its split
+    rows: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a task needs: scratch directory, chunks, partition counts and the dedup rules."""
+
+    work: str
+    chunks: tuple[Chunk, ...]
+    cfg: DedupConfig
+    bands: int
+    rows: int
+    band_parts: int  # sub-partitions per band
+    exact_parts: int
+    member_parts: int
+    splits: int
+    offsets: tuple[int, ...] = field(default=())  # dense index of each chunk's first document
+
+    @property
+    def documents(self) -> int:
+        return sum(c.rows for c in self.chunks)
+
+    def merge_tasks(self) -> list[int]:
+        """Partition numbers of step 2: band partitions first, then exact partitions."""
+        n = (self.bands * self.band_parts if self.cfg.near else 0) + (
+            self.exact_parts if self.cfg.exact else 0
+        )
+        return list(range(n))
+
+    def is_exact(self, part: int) -> bool:
+        return not self.cfg.near or part >= self.bands * self.band_parts
+
+    def record_dtype(self) -> np.dtype:
+        itemsize = 4 if self.cfg.minhash_scheme == "affine32" else 8
+        return spill.record_dtype(self.cfg.num_perm if self.cfg.near else 0, itemsize)
+
+    def records(self, chunk: int) -> str:
+        return f"{self.work}/rec/{chunk:06d}"
+
+    def keys(self, chunk: int) -> str:
+        return f"{self.work}/keys/{chunk:06d}.parquet"
+
+    def merged(self, part: int) -> str:
+        kind = "exact" if self.is_exact(part) else "edges"
+        return f"{self.work}/{kind}/{part:05d}.parquet"
+
+    def members(self) -> str:
+        return f"{self.work}/members.parquet"
+
+    def decisions(self, q: int) -> str:
+        return f"{self.work}/decisions/{q:05d}.parquet"
+
+
+def make_plan(splits: Sequence[tuple[str, str]], cfg: DedupConfig, work: str) -> Plan:
+    """Chunks of about ``cfg.chunk_rows`` documents from the shards' row groups, and partition counts
+    that keep every partition near ``cfg.partition_rows`` rows."""
+    partition_rows = cfg.partition_rows
+    chunks: list[Chunk] = []
+    for s, (_, path) in enumerate(splits):
+        with storage.open_parquet(path) as pf:
+            sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+        start, rows, first_row = 0, 0, 0
+        for g, n in enumerate(sizes):
+            rows += n
+            if rows >= cfg.chunk_rows or g == len(sizes) - 1:
+                chunks.append(Chunk(len(chunks), s, path, start, g + 1, first_row, rows))
+                start, first_row, rows = g + 1, first_row + rows, 0
+    docs = sum(c.rows for c in chunks)
+    bands, rows_per_band = optimal_bands_rows(cfg.threshold, cfg.num_perm, cfg.fp_weight, cfg.fn_weight)
+    parts = max(1, math.ceil(docs / partition_rows))
+    offsets = tuple(np.concatenate([[0], np.cumsum([c.rows for c in chunks])[:-1]]).astype(int).tolist())
+    return Plan(
+        work=work,
+        chunks=tuple(chunks),
+        cfg=cfg,
+        bands=bands,
+        rows=rows_per_band,
+        band_parts=parts,
+        exact_parts=max(2, parts),
+        member_parts=max(4, math.ceil(docs / (partition_rows // 4))),
+        splits=len(splits),
+        offsets=offsets if chunks else (),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. sketch
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser, vectorised."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xFF51AFD7ED558CCD)
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xC4CEB9FE1A85EC53)
+    x ^= x >> np.uint64(33)
+    return x
+
+
+def band_key_columns(sigs: np.ndarray, band: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two 64-bit columns that identify the values of one band: the values themselves when they fit
+    in 16 bytes, else two independent 64-bit hashes of them."""
+    vals = np.ascontiguousarray(sigs[:, band * rows : (band + 1) * rows])
+    width = vals.dtype.itemsize * rows
+    if width <= 16:
+        raw = np.zeros((len(vals), 16), dtype=np.uint8)
+        raw[:, :width] = vals.view(np.uint8).reshape(len(vals), width)
+        pair = raw.view("<u8")
+        return pair[:, 0].copy(), pair[:, 1].copy()
+    v = vals.astype(np.uint64)
+    h1 = np.full(len(v), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    h2 = np.full(len(v), 0xC2B2AE3D27D4EB4F, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(rows):
+            h1 = _mix64(h1 ^ v[:, j])
+            h2 = _mix64(h2 + v[:, j] * np.uint64(0x165667B19E3779F9))
+    return h1, h2
+
+
+def sketch_chunk(chunk: Chunk, plan: Plan) -> dict[str, int]:
+    """Step 1 for one chunk: records and partitioned keys (see the module docstring)."""
+    cfg = plan.cfg
+    sketcher = DocumentSketcher(cfg)
+    ids: list[str] = []
+    quality: list[float] = []
+    length: list[int] = []
+    keys: list[bytes | None] = []
+    sigs: list[np.ndarray] = []
+    has: list[np.ndarray] = []
+    with storage.open_parquet(chunk.path) as pf:
+        groups = list(range(chunk.first_group, chunk.end_group))
+        for batch in pf.iter_batches(batch_size=256, row_groups=groups, columns=["id", "text", "quality"]):
+            texts = batch.column("text").to_pylist()
+            ids += batch.column("id").to_pylist()
+            quality += [math.nan if q is None else q for q in batch.column("quality").to_pylist()]
+            length += [len(t) for t in texts]
+            k, s, h = sketcher.sketch_arrays(texts)
+            keys += k
+            has.append(h)
+            if s is not None:
+                sigs.append(s)
+    n = len(ids)
+    if n != chunk.rows:
+        raise RuntimeError(f"chunk {chunk.index} of {chunk.path}: read {n} rows, expected {chunk.rows}")
+    dtype = plan.record_dtype()
+    rec = np.zeros(n, dtype=dtype)
+    has_sig = np.concatenate(has) if has else np.zeros(0, dtype=bool)
+    rec["has_sig"] = has_sig
+    rec["quality"] = quality
+    rec["length"] = length
+    sig = np.concatenate(sigs) if sigs else None
+    if sig is not None:
+        rec["sig"] = sig
+    spill.write_records(plan.records(chunk.index), rec, ids)
+
+    gid = (np.uint64(chunk.index) << np.uint64(ROW_BITS)) | np.arange(n, dtype=np.uint64)
+    cols: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # k1, k2, gid, part
+    if cfg.near and sig is not None:
+        signed = np.flatnonzero(has_sig)
+        for b in range(plan.bands):
+            k1, k2 = band_key_columns(sig[signed], b, plan.rows)
+            part = b * plan.band_parts + (_mix64(k1 ^ k2) % np.uint64(plan.band_parts)).astype(np.int64)
+            cols.append((k1, k2, gid[signed], part))
+    if cfg.exact:
+        keyed = [i for i, k in enumerate(keys) if k is not None]
+        raw = np.frombuffer(b"".join(keys[i] for i in keyed), dtype="<u8").reshape(-1, 2)  # type: ignore[misc]
+        first = plan.bands * plan.band_parts if cfg.near else 0
+        part = first + (raw[:, 0] % np.uint64(plan.exact_parts)).astype(np.int64)
+        cols.append((raw[:, 0], raw[:, 1], gid[keyed], part))
+    if cols:
+        table = pa.table(
+            {
+                "k1": np.concatenate([c[0] for c in cols]),
+                "k2": np.concatenate([c[1] for c in cols]),
+                "gid": np.concatenate([c[2] for c in cols]),
+            },
+            schema=KEYS,
+        )
+        spill.write_partitioned(plan.keys(chunk.index), table, np.concatenate([c[3] for c in cols]))
+    return {"documents": n, "without_shingles": int(n - has_sig.sum())}
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. merge
+
+
+def _runs(k1: np.ndarray, k2: np.ndarray, gid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort rows by (k1, k2, gid); returns the sort order and each sorted row's run start index."""
+    order = np.lexsort((gid, k2, k1))
+    a, b = k1[order], k2[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    start = np.maximum.accumulate(np.where(new, np.arange(len(order)), 0))
+    return order, start
+
+
+def fetch(plan: Plan, gids: np.ndarray, with_ids: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Records (and doc ids) of sorted unique ``gids``, read by row from each chunk's records."""
+    dtype = plan.record_dtype()
+    chunk_of = (gids >> np.uint64(ROW_BITS)).astype(np.int64)
+    cuts = np.flatnonzero(np.diff(chunk_of)) + 1
+    recs, ids = [], []
+    for part in np.split(np.arange(len(gids)), cuts):
+        if not len(part):
+            continue
+        rows = (gids[part] & np.uint64(ROW_MASK)).astype(np.int64)
+        r, i = spill.read_records(plan.records(int(chunk_of[part[0]])), rows, dtype, with_ids)
+        recs.append(r)
+        ids += i
+    return (np.concatenate(recs) if recs else np.zeros(0, dtype=dtype)), ids
+
+
+def _pairs_unique(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((b, a))
+    a, b = a[order], b[order]
+    keep = np.ones(len(a), dtype=bool)
+    keep[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[keep], b[keep]
+
+
+def merge_partition(part: int, plan: Plan) -> dict[str, int]:
+    """Step 2 for one partition: verified star edges (band) or exact pairs (exact)."""
+    paths = [plan.keys(c.index) for c in plan.chunks]
+    t = spill.read_partition(paths, part, KEYS)
+    k1, k2, gid = (t.column(c).to_numpy() for c in ("k1", "k2", "gid"))
+    del t
+    order, start = _runs(k1, k2, gid)
+    gid = gid[order]
+    del k1, k2, order
+    if plan.is_exact(part):
+        return _exact_pairs(part, plan, gid, start)
+    size = np.bincount(start, minlength=len(gid))
+    grouped = np.flatnonzero(size[start] > 1)
+    gid, start = gid[grouped], np.searchsorted(grouped, start[grouped])
+    if not plan.cfg.verify:
+        is_member = start != np.arange(len(gid))
+        a, b = _pairs_unique(gid[start[is_member]], gid[is_member])
+        spill.write_table(plan.merged(part), pa.table({"a": a, "b": b}, schema=EDGES))
+        return {"candidate_pairs": int(len(a)), "verified_pairs": int(len(a))}
+    ends = np.unique(gid)
+    recs, _ = fetch(plan, ends, with_ids=False)
+    a, b, tried = verified_bucket_edges(start, recs["sig"][np.searchsorted(ends, gid)], plan.cfg.threshold)
+    del recs
+    a, b = _pairs_unique(gid[a], gid[b])
+    spill.write_table(plan.merged(part), pa.table({"a": a, "b": b}, schema=EDGES))
+    return {"candidate_pairs": tried, "verified_pairs": int(len(a))}
+
+
+def verified_bucket_edges(
+    start: np.ndarray, sig: np.ndarray, threshold: float, rounds: int = REHUB_ROUNDS
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Verified edges of LSH buckets: rows ``i`` of a bucket share ``start[i]`` (its first row, in
+    corpus order) and have signatures ``sig[i]``.
+
+    Round 1 links every member to the bucket's first member (the hub) when their estimated Jaccard
+    clears ``threshold``; the members that failed form the next round's bucket with their first
+    as hub, up to ``rounds`` rounds. So a dissimilar hub does not hide pairs of similar members.
+    Returns the row pairs and the number of pairs compared.
+    """
+    active = np.ones(len(start), dtype=bool)
+    src, dst = [], []
+    tried = 0
+    for _ in range(rounds):
+        rows = np.flatnonzero(active)
+        if not len(rows):
+            break
+        run = start[rows]
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = run[1:] != run[:-1]
+        hub_of = rows[np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0))]
+        others = rows[~first]
+        hubs = hub_of[~first]
+        ok = np.zeros(len(others), dtype=bool)
+        for s in range(0, len(others), EDGE_BATCH):
+            o, h = others[s : s + EDGE_BATCH], hubs[s : s + EDGE_BATCH]
+            ok[s : s + EDGE_BATCH] = (sig[o] == sig[h]).mean(axis=1) >= threshold
+        tried += len(others)
+        src.append(hubs[ok])
+        dst.append(others[ok])
+        active[:] = False
+        active[others[~ok]] = True
+        start = start.copy()
+        # a failed member's bucket for the next round: the failed members of its bucket
+        failed = others[~ok]
+        if len(failed):
+            run_f = start[failed]
+            new = np.ones(len(failed), dtype=bool)
+            new[1:] = run_f[1:] != run_f[:-1]
+            start[failed] = failed[np.maximum.accumulate(np.where(new, np.arange(len(failed)), 0))]
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.concatenate(src) if src else empty), (np.concatenate(dst) if dst else empty), tried
+
+
+def _exact_pairs(part: int, plan: Plan, gid: np.ndarray, start: np.ndarray) -> dict[str, int]:
+    sizes = np.bincount(start, minlength=len(gid))
+    grouped = np.flatnonzero(sizes[start] > 1)  # sorted positions of rows in groups of two or more
+    members, survivors = [], []
+    if len(grouped):
+        g = gid[grouped]
+        uniq, inverse = np.unique(g, return_inverse=True)
+        recs, ids = fetch(plan, uniq)
+        q, n = recs["quality"].tolist(), recs["length"].tolist()
+        keys = [survivor_key(ids[i], None if math.isnan(q[i]) else q[i], n[i]) for i in inverse.tolist()]
+        group_of = start[grouped]
+        cuts = np.flatnonzero(np.diff(group_of)) + 1
+        for pos in np.split(np.arange(len(grouped)), cuts):
+            best = min(pos.tolist(), key=keys.__getitem__)
+            rest = pos[pos != best]
+            members.append(g[rest])
+            survivors.append(np.full(len(rest), g[best], dtype=np.uint64))
+    m = np.concatenate(members) if members else np.zeros(0, dtype=np.uint64)
+    s = np.concatenate(survivors) if survivors else np.zeros(0, dtype=np.uint64)
+    spill.write_table(plan.merged(part), pa.table({"member": m, "survivor": s}, schema=EXACT))
+    return {"exact_removed": int(len(m)), "exact_groups": int(len(np.unique(s)))}
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. components
+
+
+def _dense(plan: Plan, gid: np.ndarray) -> np.ndarray:
+    offsets = np.asarray(plan.offsets, dtype=np.int64)
+    return offsets[(gid >> np.uint64(ROW_BITS)).astype(np.int64)] + (gid & np.uint64(ROW_MASK)).astype(
+        np.int64
+    )
+
+
+def _gid(plan: Plan, dense: np.ndarray) -> np.ndarray:
+    offsets = np.asarray(plan.offsets, dtype=np.int64)
+    chunk = np.searchsorted(offsets, dense, side="right") - 1
+    return (chunk.astype(np.uint64) << np.uint64(ROW_BITS)) | (dense - offsets[chunk]).astype(np.uint64)
+
+
+def _find(parent: np.ndarray, x: np.ndarray) -> np.ndarray:
+    r = parent[x]
+    while True:
+        rr = parent[r]
+        if np.array_equal(rr, r):
+            return r
+        r = rr
+
+
+def union(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Join the sets of ``a[i]`` and ``b[i]`` (vectorised union by smaller root)."""
+    while len(a):
+        ra, rb = _find(parent, a), _find(parent, b)
+        differ = ra != rb
+        a, b = np.minimum(ra[differ], rb[differ]), np.maximum(ra[differ], rb[differ])
+        np.minimum.at(parent, b, a)
+
+
+def _edge_batches(path: str, cols: tuple[str, str]) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    if not fs.path(path).exists():
+        return
+    with storage.open_parquet(path) as pf:
+        for batch in pf.iter_batches(batch_size=EDGE_BATCH, columns=list(cols)):
+            yield batch.column(0).to_numpy(), batch.column(1).to_numpy()
+
+
+def components(plan: Plan) -> dict[str, int]:
+    """Step 3: union-find over every edge file; writes the members of multi-document components."""
+    n = plan.documents
+    parent = np.arange(n, dtype=np.int64)
+    exact = np.full(n, -1, dtype=np.int64)
+    edges = 0
+    for part in plan.merge_tasks():
+        cols = ("member", "survivor") if plan.is_exact(part) else ("a", "b")
+        for a, b in _edge_batches(plan.merged(part), cols):
+            da, db = _dense(plan, a), _dense(plan, b)
+            if plan.is_exact(part):
+                exact[da] = db
+            union(parent, da, db)
+            edges += len(a)
+    while True:  # full path compression: every entry points at its root
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            break
+        parent = nxt
+    size = np.bincount(parent, minlength=n)
+    members = np.flatnonzero(size[parent] > 1)
+    root = parent[members]
+    ex = exact[members]
+    ex_gid = np.where(ex >= 0, _gid(plan, np.maximum(ex, 0)), NONE).astype(np.uint64)
+    table = pa.table({"root": root, "gid": _gid(plan, members), "exact": ex_gid}, schema=MEMBERS)
+    member_part = (_mix64(root.astype(np.uint64)) % np.uint64(plan.member_parts)).astype(np.int64)
+    spill.write_partitioned(plan.members(), table, member_part)
+    return {
+        "components": int((size > 1).sum()),
+        "component_documents": int(len(members)),
+        "largest_component_max": int(size.max()) if n else 0,
+        "edges_unioned": edges,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. decide
+
+
+def _component(
+    ids: list[str], recs: np.ndarray, exact_pos: np.ndarray, threshold: float, max_passes: int
+) -> tuple[list[tuple[int, dict[str, Any]]], dict[str, int]]:
+    """``(member index, decision)`` for one component's members (``exact_pos[i]``: index of member i's exact survivor,
+    or -1), with the chain statistics."""
+    near = np.flatnonzero(exact_pos < 0)
+    stats = {"survivor_comparisons": 0, "split_components": 0, "cut_members": 0, "unresolved": 0}
+    out: dict[int, dict[str, Any]] = {}
+    if len(near) == 1:
+        i = int(near[0])
+        out[i] = decision(ids[i], ids[i], "unique", 1.0)
+    else:
+        q = recs["quality"][near].tolist()
+        order = survivor_order(
+            [ids[i] for i in near], [None if math.isnan(x) else x for x in q], recs["length"][near].tolist()
+        )
+        res = survivor_clusters(order, recs["sig"][near], threshold, max_passes)
+        size = np.bincount(res.survivor, minlength=len(near))
+        for j, s in enumerate(res.survivor.tolist()):
+            i, si = int(near[j]), int(near[s])
+            out[i] = decision(ids[i], ids[si], "near" if size[s] > 1 else "unique", float(res.similarity[j]))
+        first = int(order[0])
+        stats["survivor_comparisons"] = int(res.comparisons)
+        stats["split_components"] = int(res.passes > 1)
+        stats["cut_members"] = int((res.survivor != first).sum())
+        stats["unresolved"] = res.unresolved
+    removed: dict[int, list[int]] = {}
+    for i in np.flatnonzero(exact_pos >= 0).tolist():
+        removed.setdefault(int(exact_pos[i]), []).append(i)
+    decisions = [(i, out[i]) for i in near.tolist() if i not in removed]
+    for s, rest in removed.items():
+        decisions += list(zip([s, *rest], final_decisions(out[s], [ids[i] for i in rest]), strict=True))
+    return decisions, stats
+
+
+def decide_partition(q: int, plan: Plan) -> dict[str, Any]:
+    """Step 4 for one member partition: decisions partitioned by split, and their statistics."""
+    t = spill.read_partition([plan.members()], q, MEMBERS)
+    root, gid, exact = (t.column(c).to_numpy() for c in ("root", "gid", "exact"))
+    order = np.lexsort((gid, root))
+    root, gid, exact = root[order], gid[order], exact[order]
+    uniq, inverse = np.unique(gid, return_inverse=True)  # fetch wants sorted gids
+    recs_u, ids_u = fetch(plan, uniq)
+    recs, ids = recs_u[inverse], [ids_u[i] for i in inverse.tolist()]
+    cuts = np.flatnonzero(np.diff(root)) + 1
+    rows: list[dict[str, Any]] = []
+    where: list[int] = []
+    stats: dict[str, Any] = {}
+    for members in np.split(np.arange(len(gid)), cuts):
+        if not len(members):
+            continue
+        ex = exact[members]
+        # an exact survivor is in its duplicates' component, and gids are sorted within it
+        exact_pos = np.where(ex == NONE, -1, np.searchsorted(gid[members], ex)).astype(np.int64)
+        decided, st = _component(
+            [ids[i] for i in members], recs[members], exact_pos, plan.cfg.threshold, plan.cfg.max_passes
+        )
+        stats = merge_stats([stats, st])
+        where += [int(members[i]) for i, _ in decided]
+        rows += [d for _, d in decided]
+    chunk_of = (gid >> np.uint64(ROW_BITS)).astype(np.int64)
+    in_chunk = (gid & np.uint64(ROW_MASK)).astype(np.int64)
+    split = np.array([plan.chunks[c].split for c in range(len(plan.chunks))], dtype=np.int64)
+    first_row = np.array([c.first_row for c in plan.chunks], dtype=np.int64)
+    pos = np.array(where, dtype=np.int64)
+    table = pa.table(
+        {
+            "row": first_row[chunk_of[pos]] + in_chunk[pos] if len(pos) else np.zeros(0, np.int64),
+            "doc_id": [r["doc_id"] for r in rows],
+            "cluster_id": [r["cluster_id"] for r in rows],
+            "kind": [r["kind"] for r in rows],
+            "similarity": [r["similarity"] for r in rows],
+        },
+        schema=DECISIONS,
+    )
+    spill.write_partitioned(
+        plan.decisions(q), table, split[chunk_of[pos]] if len(pos) else np.zeros(0, np.int64)
+    )
+    return merge_stats([stats, cluster_stats(rows)])
+
+
+def cluster_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Size histogram, audit counts and the largest clusters of a set of complete clusters' decisions."""
+    kept: dict[str, list[int]] = {}  # cluster id -> [members, members kept (named like the cluster)]
+    for r in rows:
+        k = kept.setdefault(r["cluster_id"], [0, 0])
+        k[0] += 1
+        k[1] += int(r["doc_id"] == r["cluster_id"])
+    histogram: dict[str, int] = {}
+    for size, _ in kept.values():
+        histogram[str(size)] = histogram.get(str(size), 0) + 1
+    largest = sorted(((k[0], cid) for cid, k in kept.items() if k[0] > 1), reverse=True)[:EXAMPLE_CLUSTERS]
+    return {
+        "cluster_size_histogram": histogram,
+        "audit_clusters": len(kept),
+        "audit_no_survivor": sum(1 for k in kept.values() if k[1] == 0),
+        "audit_two_survivors": sum(1 for k in kept.values() if k[1] > 1),
+        "largest_clusters": [[s, c] for s, c in largest],
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. per split
+
+
+def split_decisions(plan: Plan, split: int) -> dict[int, tuple[str, str, float]]:
+    """``row in split -> (cluster_id, kind, similarity)`` for the split's documents in components."""
+    paths = [plan.decisions(q) for q in range(plan.member_parts)]
+    t = spill.read_partition(paths, split, DECISIONS)
+    return dict(
+        zip(
+            t.column("row").to_pylist(),
+            zip(
+                t.column("cluster_id").to_pylist(),
+                t.column("kind").to_pylist(),
+                t.column("similarity").to_pylist(),
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
+
+
+def merge_stats(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Combine task statistics: numbers add (``*_max`` take the maximum), histograms add per key,
+    ``largest_clusters`` keeps the largest ``EXAMPLE_CLUSTERS`` by (size, cluster id)."""
+    out: dict[str, Any] = {}
+    for p in parts:
+        for k, v in p.items():
+            if k == "largest_clusters":
+                out[k] = sorted([*out.get(k, []), *v], key=lambda sc: (sc[0], sc[1]), reverse=True)[
+                    :EXAMPLE_CLUSTERS
+                ]
+            elif isinstance(v, dict):
+                h = out.setdefault(k, {})
+                for kk, vv in v.items():
+                    h[kk] = h.get(kk, 0) + vv
+            elif k.endswith("_max"):
+                out[k] = max(out.get(k, v), v)
+            else:
+                out[k] = out.get(k, 0) + v
+    return out

@@ -46,8 +46,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from assets.graph import run_stage
-
 REPO = Path(__file__).resolve().parents[1]
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LIKE_FOR_LIKE = {
@@ -376,6 +374,8 @@ def measure(corpus: Path, workers: int, like_for_like: bool, data_dir: Path) -> 
     with TreeMemorySampler() as mem:
         t0 = time.perf_counter()
         with TreeMemorySampler() as mem_ingest:
+            from assets.graph import run_stage  # not at import: the peers' venvs import this module
+
             raw = run_stage("raw", cfg, options)
         t1 = time.perf_counter()
         with TreeMemorySampler() as mem_clean:

@@ -55,7 +55,9 @@ def is_cjk_char(ch: str) -> bool:
 
 
 def _unpunctuated(text: str) -> str:
-    return _PUNCT_OR_SYMBOL.sub(" ", unicodedata.normalize("NFKC", text).casefold())
+    # ASCII is NFKC-stable and its casefold is lower(): skip the Unicode passes for it
+    folded = text.lower() if text.isascii() else unicodedata.normalize("NFKC", text).casefold()
+    return _PUNCT_OR_SYMBOL.sub(" ", folded)
 
 
 def normalize_for_shingles(text: str) -> str:

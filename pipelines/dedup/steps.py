@@ -46,7 +46,9 @@ ROW_BITS = 32
 ROW_MASK = (1 << ROW_BITS) - 1
 NONE = np.iinfo(np.uint64).max  # "no exact survivor"
 EXAMPLE_CLUSTERS = 3
-EDGE_BATCH = 1 << 16  # edges verified / unioned per vectorised step
+EDGE_BATCH = 1 << 16  # edges read and unioned per vectorised step
+COMPARE_BATCH = 1 << 14  # signature pairs compared per vectorised step (2 x 16 MB at 256 perms)
+VERIFY_ROWS = 1 << 15  # bucket rows whose signatures one verification batch holds (~32 MB at 256 perms)
 REHUB_ROUNDS = 4  # bucket members that fail against the hub are compared again among themselves
 
 KEYS = pa.schema([("k1", pa.uint64()), ("k2", pa.uint64()), ("gid", pa.uint64())])
@@ -314,11 +316,30 @@ def merge_partition(part: int, plan: Plan) -> dict[str, int]:
         a, b = _pairs_unique(gid[start[is_member]], gid[is_member])
         spill.write_table(plan.merged(part), pa.table({"a": a, "b": b}, schema=EDGES))
         return {"candidate_pairs": int(len(a)), "verified_pairs": int(len(a))}
-    ends = np.unique(gid)
-    recs, _ = fetch(plan, ends, with_ids=False)
-    a, b, tried = verified_bucket_edges(start, recs["sig"][np.searchsorted(ends, gid)], plan.cfg.threshold)
-    del recs
-    a, b = _pairs_unique(gid[a], gid[b])
+    # whole buckets in batches of about VERIFY_ROWS rows: a document is in one bucket per band, so each
+    # batch fetches distinct signatures and memory stays bounded whatever the partition size
+    src, dst, tried = [], [], 0
+    cuts = np.flatnonzero(np.diff(start)) + 1
+    bounds = np.concatenate([[0], cuts, [len(gid)]]).astype(np.int64)
+    lo = 0
+    while lo < len(gid):
+        hi = int(bounds[np.searchsorted(bounds, lo + VERIFY_ROWS, side="right") - 1])
+        if hi <= lo:  # one bucket larger than a batch: alone
+            hi = int(bounds[np.searchsorted(bounds, lo, side="right")])
+        g = gid[lo:hi]
+        order = np.argsort(g)
+        recs, _ = fetch(plan, g[order], with_ids=False)
+        sig = np.empty_like(recs["sig"])
+        sig[order] = recs["sig"]
+        del recs
+        a, b, n = verified_bucket_edges(start[lo:hi] - lo, sig, plan.cfg.threshold)
+        src.append(g[a])
+        dst.append(g[b])
+        tried += n
+        lo = hi
+    a, b = _pairs_unique(
+        np.concatenate(src or [np.zeros(0, np.uint64)]), np.concatenate(dst or [np.zeros(0, np.uint64)])
+    )
     spill.write_table(plan.merged(part), pa.table({"a": a, "b": b}, schema=EDGES))
     return {"candidate_pairs": tried, "verified_pairs": int(len(a))}
 
@@ -348,9 +369,9 @@ def verified_bucket_edges(
         others = rows[~first]
         hubs = hub_of[~first]
         ok = np.zeros(len(others), dtype=bool)
-        for s in range(0, len(others), EDGE_BATCH):
-            o, h = others[s : s + EDGE_BATCH], hubs[s : s + EDGE_BATCH]
-            ok[s : s + EDGE_BATCH] = (sig[o] == sig[h]).mean(axis=1) >= threshold
+        for s in range(0, len(others), COMPARE_BATCH):
+            o, h = others[s : s + COMPARE_BATCH], hubs[s : s + COMPARE_BATCH]
+            ok[s : s + COMPARE_BATCH] = (sig[o] == sig[h]).mean(axis=1) >= threshold
         tried += len(others)
         src.append(hubs[ok])
         dst.append(others[ok])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,25 @@ def write_records(base: str, records: np.ndarray, ids: Sequence[str]) -> None:
     _write(f"{base}.rec", records.tobytes(), "records")
 
 
+def _read_blocks(path: str, starts: np.ndarray, ends: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    """``(index, bytes)`` of the blocks ``[starts[i], ends[i])`` of one file: ``os.pread`` locally,
+    batched ``cat_ranges`` requests on object stores (a few blocks in memory at once)."""
+    local = fs.local_path(fs.path(path))
+    target = fs.path(path)
+    fd = os.open(local, os.O_RDONLY) if local is not None else -1
+    try:
+        for k in range(0, len(starts), _BLOCKS_PER_REQUEST):
+            bs, be = starts[k : k + _BLOCKS_PER_REQUEST], ends[k : k + _BLOCKS_PER_REQUEST]
+            if fd >= 0:
+                blocks = [os.pread(fd, int(e - s), int(s)) for s, e in zip(bs, be, strict=True)]
+            else:
+                blocks = target.fs.cat_ranges([target.path] * len(bs), bs.tolist(), be.tolist())
+            yield from enumerate(blocks, start=k)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def read_ranges(path: str, starts: np.ndarray, ends: np.ndarray) -> bytearray:
     """The concatenated byte ranges ``[starts[i], ends[i])`` of one file (sorted, non-overlapping),
     read with as few requests as nearby ranges allow, into one buffer (no second copy)."""
@@ -132,31 +151,16 @@ def read_ranges(path: str, starts: np.ndarray, ends: np.ndarray) -> bytearray:
     if len(starts) == 0:
         return out
     # merge ranges closer than _COALESCE_GAP into blocks, read each block once
-    gaps = starts[1:] - ends[:-1]
-    breaks = np.flatnonzero(gaps > _COALESCE_GAP) + 1
+    breaks = np.flatnonzero(starts[1:] - ends[:-1] > _COALESCE_GAP) + 1
     first = np.concatenate([[0], breaks])
     last = np.concatenate([breaks, [len(starts)]]) - 1
-    b_start, b_end = starts[first], ends[last]
-    local = fs.local_path(fs.path(path))
-    target = fs.path(path)
-    fd = os.open(local, os.O_RDONLY) if local is not None else -1
     view, pos = memoryview(out), 0
-    try:
-        for k in range(0, len(b_start), _BLOCKS_PER_REQUEST):  # bounded: a few blocks in memory at once
-            bs, be = b_start[k : k + _BLOCKS_PER_REQUEST], b_end[k : k + _BLOCKS_PER_REQUEST]
-            if fd >= 0:
-                blocks = [os.pread(fd, int(e - s), int(s)) for s, e in zip(bs, be, strict=True)]
-            else:
-                blocks = target.fs.cat_ranges([target.path] * len(bs), bs.tolist(), be.tolist())
-            for j, blk in enumerate(blocks):
-                s0 = int(bs[j])
-                for i in range(int(first[k + j]), int(last[k + j]) + 1):
-                    n = int(ends[i] - starts[i])
-                    view[pos : pos + n] = blk[int(starts[i]) - s0 : int(starts[i]) - s0 + n]
-                    pos += n
-    finally:
-        if fd >= 0:
-            os.close(fd)
+    for j, blk in _read_blocks(path, starts[first], ends[last]):
+        s0 = int(starts[first[j]])
+        for i in range(int(first[j]), int(last[j]) + 1):
+            n = int(ends[i] - starts[i])
+            view[pos : pos + n] = blk[int(starts[i]) - s0 : int(starts[i]) - s0 + n]
+            pos += n
     return out
 
 
@@ -167,28 +171,12 @@ def _fixed_rows(path: str, rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if not len(rows):
         return out
     size = dtype.itemsize
-    gap = max(1, _COALESCE_GAP // size)
-    breaks = np.flatnonzero(np.diff(rows) > gap) + 1
+    breaks = np.flatnonzero(np.diff(rows) > max(1, _COALESCE_GAP // size)) + 1
     first = np.concatenate([[0], breaks])
     last = np.concatenate([breaks, [len(rows)]])
-    starts, ends = rows[first] * size, (rows[last - 1] + 1) * size
-    local = fs.local_path(fs.path(path))
-    target = fs.path(path)
-    fd = os.open(local, os.O_RDONLY) if local is not None else -1
-    try:
-        for k in range(0, len(first), _BLOCKS_PER_REQUEST):
-            bs, be = starts[k : k + _BLOCKS_PER_REQUEST], ends[k : k + _BLOCKS_PER_REQUEST]
-            if fd >= 0:
-                blocks = [os.pread(fd, int(e - s), int(s)) for s, e in zip(bs, be, strict=True)]
-            else:
-                blocks = target.fs.cat_ranges([target.path] * len(bs), bs.tolist(), be.tolist())
-            for j, blk in enumerate(blocks):
-                f, la = int(first[k + j]), int(last[k + j])
-                block = np.frombuffer(blk, dtype=dtype)
-                out[f:la] = block[rows[f:la] - rows[f]]
-    finally:
-        if fd >= 0:
-            os.close(fd)
+    for j, blk in _read_blocks(path, rows[first] * size, (rows[last - 1] + 1) * size):
+        f, la = int(first[j]), int(last[j])
+        out[f:la] = np.frombuffer(blk, dtype=dtype)[rows[f:la] - rows[f]]
     return out
 
 

@@ -31,6 +31,8 @@ from pipelines.dedup.lsh import band_keys
 from pipelines.dedup.minhash import signature_jaccard, signature_values
 from pipelines.dedup.survivor import decision
 
+REHUB_ROUNDS = 4  # bucket members that fail against the hub are compared again among themselves
+
 # (doc_id, signature (array or packed bytes) or None, quality, length in characters)
 NearInput = tuple[str, "np.ndarray | bytes | None", "float | None", int]
 
@@ -62,7 +64,7 @@ def candidate_edges_local(docs: Sequence[NearInput], bands: int, rows: int) -> s
 
 
 def verified_edges_local(
-    members: Sequence[str], sigs: dict, threshold: float, rounds: int = 4
+    members: Sequence[str], sigs: dict, threshold: float, rounds: int = REHUB_ROUNDS
 ) -> Iterator[tuple[str, str]]:
     """Verified edges of one bucket (``steps.verified_bucket_edges``'s rule): each member is linked
     to the round's hub (the first remaining member) when similar; the rest form the next round."""

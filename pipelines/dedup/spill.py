@@ -93,14 +93,6 @@ def write_table(path: str, table: pa.Table) -> None:
     _write(path, buf.getvalue(), "table")
 
 
-def read_table(path: str, schema: pa.Schema) -> pa.Table:
-    pf = _open(path)
-    try:
-        return pf.read().replace_schema_metadata(None).cast(schema)
-    finally:
-        pf.close()
-
-
 # --------------------------------------------------------------------------------------------------
 # fixed-width records, fetched by row
 

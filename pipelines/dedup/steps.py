@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from pipelines.dedup import spill
 from pipelines.dedup.clusters import survivor_clusters, survivor_order
 from pipelines.dedup.decisions import final_decisions
 from pipelines.dedup.lsh import optimal_bands_rows
+from pipelines.dedup.near import REHUB_ROUNDS
 from pipelines.dedup.sketch import DocumentSketcher
 from pipelines.dedup.survivor import decision, survivor_key
 
@@ -49,7 +50,6 @@ EXAMPLE_CLUSTERS = 3
 EDGE_BATCH = 1 << 16  # edges read and unioned per vectorised step
 COMPARE_BATCH = 1 << 14  # signature pairs compared per vectorised step (2 x 16 MB at 256 perms)
 VERIFY_ROWS = 1 << 15  # bucket rows whose signatures one verification batch holds (~32 MB at 256 perms)
-REHUB_ROUNDS = 4  # bucket members that fail against the hub are compared again among themselves
 
 KEYS = pa.schema([("k1", pa.uint64()), ("k2", pa.uint64()), ("gid", pa.uint64())])
 EDGES = pa.schema([("a", pa.uint64()), ("b", pa.uint64())])
@@ -91,8 +91,12 @@ class Plan:
     band_parts: int  # sub-partitions per band
     exact_parts: int
     member_parts: int
-    splits: int
-    offsets: tuple[int, ...] = field(default=())  # dense index of each chunk's first document
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Dense index of each chunk's first document (chunks in corpus order)."""
+        rows = np.array([c.rows for c in self.chunks], dtype=np.int64)
+        return np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
 
     @property
     def documents(self) -> int:
@@ -146,7 +150,6 @@ def make_plan(splits: Sequence[tuple[str, str]], cfg: DedupConfig, work: str) ->
     docs = sum(c.rows for c in chunks)
     bands, rows_per_band = optimal_bands_rows(cfg.threshold, cfg.num_perm, cfg.fp_weight, cfg.fn_weight)
     parts = max(1, math.ceil(docs / partition_rows))
-    offsets = tuple(np.concatenate([[0], np.cumsum([c.rows for c in chunks])[:-1]]).astype(int).tolist())
     return Plan(
         work=work,
         chunks=tuple(chunks),
@@ -156,8 +159,6 @@ def make_plan(splits: Sequence[tuple[str, str]], cfg: DedupConfig, work: str) ->
         band_parts=parts,
         exact_parts=max(2, parts),
         member_parts=max(4, math.ceil(docs / (partition_rows // 4))),
-        splits=len(splits),
-        offsets=offsets if chunks else (),
     )
 
 
@@ -417,14 +418,14 @@ def _exact_pairs(part: int, plan: Plan, gid: np.ndarray, start: np.ndarray) -> d
 
 
 def _dense(plan: Plan, gid: np.ndarray) -> np.ndarray:
-    offsets = np.asarray(plan.offsets, dtype=np.int64)
+    offsets = plan.offsets
     return offsets[(gid >> np.uint64(ROW_BITS)).astype(np.int64)] + (gid & np.uint64(ROW_MASK)).astype(
         np.int64
     )
 
 
 def _gid(plan: Plan, dense: np.ndarray) -> np.ndarray:
-    offsets = np.asarray(plan.offsets, dtype=np.int64)
+    offsets = plan.offsets
     chunk = np.searchsorted(offsets, dense, side="right") - 1
     return (chunk.astype(np.uint64) << np.uint64(ROW_BITS)) | (dense - offsets[chunk]).astype(np.uint64)
 

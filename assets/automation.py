@@ -7,9 +7,11 @@ from typing import Any
 
 import dagster as dg
 
-from assets.graph import DATA_GROUPS, DATA_STAGES
+from assets.graph import DATA_GROUPS, DATA_STAGES, STAGES
 from assets.resources import CorpusforgeSettings
 from pipelines.ingest import InputError, list_inputs
+
+FIRST_STAGE = next(s.name for s in STAGES if not s.upstream)  # reads the raw input
 
 full_job = dg.define_asset_job(
     "corpusforge_full",
@@ -33,22 +35,44 @@ full_schedule = dg.ScheduleDefinition(
 )
 
 
-def _snapshot(settings: CorpusforgeSettings) -> dict[str, str]:
-    """{relative path: change stamp} of every input file (empty when the input path is missing)."""
+def _snapshot(settings: CorpusforgeSettings) -> dict[str, list[Any]]:
+    """{relative path: [size, change stamp]} of every input file (empty when the input path is missing)."""
     cfg = settings.load()
     try:
         root, files = list_inputs(cfg.paths.input, cfg.raw.glob)
     except InputError:
         return {}
     prefix = len(str(root).rstrip("/")) + 1
-    return {str(f.path)[prefix:]: f.stamp for f in files}
+    return {str(f.path)[prefix:]: [f.size, f.stamp] for f in files}
 
 
-def new_files(snapshot: dict[str, str], cursor: str | None) -> tuple[list[str], str]:
-    """Files not seen before (or changed since), and the next cursor (JSON of path -> stamp seen)."""
-    seen: dict[str, Any] = json.loads(cursor) if cursor else {}
-    fresh = sorted(p for p, m in snapshot.items() if seen.get(p) != m)
-    return fresh, json.dumps({**seen, **{p: snapshot[p] for p in fresh}}, sort_keys=True)
+def snapshot_digest(snapshot: dict[str, list[Any]]) -> str:
+    """The sensor's whole cursor: a hash of the listing (constant size however many files)."""
+    return hashlib.sha256(json.dumps(sorted(snapshot.items())).encode()).hexdigest()
+
+
+def ingested_files(settings: CorpusforgeSettings) -> dict[str, list[Any]]:
+    """{path: [size, change stamp]} of the files the first stage's current version read ({} if none)."""
+    from pipelines import carry, storage
+
+    cfg = settings.load()
+    try:
+        version = storage.current_version(cfg.paths.data_dir, FIRST_STAGE)
+    except storage.StageNotFoundError:
+        return {}
+    out = {}
+    for split in carry.read_splits(version).values():
+        source, size, stamp = json.loads(split["input"])[:3]
+        out[source] = [size, stamp]
+    return out
+
+
+def batch_changes(
+    snapshot: dict[str, list[Any]], ingested: dict[str, list[Any]]
+) -> tuple[list[str], list[str]]:
+    """(files new or changed since they were ingested, files ingested but gone), sorted."""
+    fresh = sorted(p for p, stamp in snapshot.items() if ingested.get(p) != stamp)
+    return fresh, sorted(p for p in ingested if p not in snapshot)
 
 
 ACTIVE = [
@@ -71,9 +95,13 @@ ACTIVE = [
 def new_raw_files_sensor(
     context: dg.SensorEvaluationContext, settings: CorpusforgeSettings
 ) -> dg.SensorResult | dg.SkipReason:
-    fresh, cursor = new_files(_snapshot(settings), context.cursor)
-    if not fresh:
+    snapshot = _snapshot(settings)
+    cursor = snapshot_digest(snapshot)
+    if cursor == context.cursor:
         return dg.SensorResult(skip_reason=dg.SkipReason("no new raw files"), cursor=cursor)
+    fresh, removed = batch_changes(snapshot, ingested_files(settings))
+    if not fresh and not removed:  # the listing changed back, or a manual run ingested it already
+        return dg.SensorResult(skip_reason=dg.SkipReason("every raw file is ingested"), cursor=cursor)
     busy = [
         r
         for job in (data_job.name, full_job.name)
@@ -81,13 +109,15 @@ def new_raw_files_sensor(
     ]
     if busy:  # the cursor stays: these files are picked up by the first tick after that run
         return dg.SkipReason(f"{len(fresh)} new file(s) wait for run {busy[0].dagster_run.run_id}")
-    # Unchanged stages of the new run are re-used (same fingerprint), not recomputed.
+    # The run ingests only this batch (unchanged files are carried) and re-uses unchanged stages.
     run_config = {"ops": {name: {"config": {"reuse_existing": True}} for name in DATA_STAGES}}
-    seen = json.loads(cursor)
-    batch = hashlib.sha256(json.dumps([[p, seen[p]] for p in fresh]).encode()).hexdigest()[:16]
     request = dg.RunRequest(
-        run_key=f"new-files-{batch}",
+        run_key=f"batch-{cursor[:16]}",
         run_config=run_config,
-        tags={"corpusforge/new_files": str(len(fresh)), "corpusforge/first_new_file": fresh[0][:200]},
+        tags={
+            "corpusforge/new_files": str(len(fresh)),
+            "corpusforge/removed_files": str(len(removed)),
+            "corpusforge/first_new_file": (fresh or removed)[0][:200],
+        },
     )
     return dg.SensorResult(run_requests=[request], cursor=cursor)

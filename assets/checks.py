@@ -35,7 +35,7 @@ def shards_valid(stage: Any, version: storage.StageVersion) -> dg.AssetCheckResu
     for kind in ("documents", "ledger"):
         for shard in (manifest.get(kind) or {}).get("shards", []):
             checked += 1
-            problems += _shard_problems(version.dir(kind) / shard["path"], shard, expected.get(kind))
+            problems += _shard_problems(version.shard_path(kind, shard), shard, expected.get(kind))
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,

@@ -74,7 +74,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     resources = dict(defs.resources or {})
     resources["settings"] = CorpusforgeSettings(
-        config_file=args.config or "", input_path=cfg.paths.input, data_dir=cfg.paths.data_dir
+        config_file=args.config or "",
+        input_path=cfg.paths.input,
+        data_dir=cfg.paths.data_dir,
+        full_rebuild=args.full,
     )
     if args.workers is not None:
         resources["beam"] = BeamRunner(direct_num_workers=args.workers)
@@ -198,6 +201,7 @@ def _print_report(data_dir: str, *, brief: bool = False) -> None:
             print(
                 f"== {stage}: {s['documents_in']} in -> {s['documents_out']} out, {s['removed']} removed"
                 + (f" ({top})" if top else "")
+                + (f" [{batch}]" if (batch := batch_line(m)) else "")
             )
             continue
         if brief:
@@ -205,6 +209,8 @@ def _print_report(data_dir: str, *, brief: bool = False) -> None:
             print(f"== {stage}: {lines[0] if lines else version.name}")
             continue
         print(f"== {stage} ({version.name})")
+        if batch := batch_line(m):
+            print(f"   this run: {batch}")
         if "documents_in" in s:
             print(
                 f"   documents: {s['documents_in']} in -> {s['documents_out']} out, {s['removed']} removed; bytes {s['bytes_in']} -> {s['bytes_out']}"
@@ -218,6 +224,22 @@ def _print_report(data_dir: str, *, brief: bool = False) -> None:
         else:
             for line in _stage_lines(stage, m):
                 print("   " + line)
+
+
+def batch_line(m: dict) -> str:
+    """What the last run of a stage did when it was incremental: the batch it ingested, and how many
+    splits it processed vs carried from earlier versions ('' for a stage that processes no splits)."""
+    work = m.get("resume") or {}
+    if not work.get("carried"):
+        return ""
+    line = f"{work['processed']:,} of {work['splits']:,} splits processed, {work['carried']:,} carried"
+    batch = m.get("batch") or {}
+    if batch.get("number"):
+        line = (
+            f"batch {batch['number']}: {batch['new_files']} new, {batch['changed_files']} changed, "
+            f"{batch['removed_files']} removed files, {batch['documents']:,} documents; " + line
+        )
+    return line
 
 
 def _stage_lines(stage: str, m: dict) -> list[str]:
@@ -416,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-dir", help="data directory (overrides paths.data_dir)")
     run.add_argument("--workers", type=int, help="Beam local workers (overrides runner.direct_num_workers)")
     run.add_argument("--select", help="comma-separated asset selection, e.g. 'raw,clean'")
+    run.add_argument(
+        "--full",
+        action="store_true",
+        help="recompute everything; by default a stage processes only the input that changed since "
+        "its current version (new files are ingested as the next batch, unchanged ones carried)",
+    )
     run.add_argument(
         "-v",
         "--verbose",

@@ -20,6 +20,11 @@ class CorpusforgeSettings(dg.ConfigurableResource):
     )
     input_path: str = Field(default="", description="Raw input file or directory; empty uses paths.input.")
     data_dir: str = Field(default="", description="Data directory; empty uses paths.data_dir.")
+    full_rebuild: bool = Field(
+        default=False,
+        description="Recompute every split of every stage (output.incremental=false) instead of "
+        "processing only what changed since each stage's current version.",
+    )
 
     def load(self, section: str | None = None, values: dict[str, Any] | None = None) -> pc.CorpusforgeConfig:
         """The effective config: file, then these paths, then ``values`` for ``section``."""
@@ -28,6 +33,8 @@ class CorpusforgeSettings(dg.ConfigurableResource):
             overrides["paths"]["input"] = self.input_path
         if self.data_dir:
             overrides["paths"]["data_dir"] = self.data_dir
+        if self.full_rebuild:
+            overrides["output"] = {"incremental": False}
         if section and values is not None:
             overrides[section] = values
         return pc.load_config(self.config_file or None, overrides)

@@ -47,51 +47,89 @@ def pipeline_options(runner: RunnerConfig, *, in_memory: bool = False) -> Pipeli
     return PipelineOptions(args)
 
 
-class WriteShardsFn(beam.DoFn):
-    """Write ``(split, row)`` elements into size-bounded Parquet shards, one writer per split.
+class SplitWork:
+    """What a stage does with one split (subclass it): ``rows`` yields ``(kind, row)`` for the output
+    kinds in ``schemas`` and may put numbers or small JSON values into ``stats``, which come back in
+    the split's completion record. ``setup`` runs once per worker (load models, build rules)."""
 
-    Reading, processing and writing are fused, so a split's rows arrive together: the previous
-    split's writer is closed as soon as another split starts, keeping one row-group buffer in memory
-    however many splits a worker handles. Should a split reappear in the same bundle (a runner that
-    does not fuse), its numbering continues, so no shard is overwritten.
+    schemas: Mapping[str, Any] = {}
+
+    def setup(self) -> None:
+        return None
+
+    def rows(self, item: Any, stats: dict[str, Any], **side: Any) -> Iterable[tuple[str, Mapping[str, Any]]]:
+        raise NotImplementedError
+
+
+class ProcessSplitsFn(beam.DoFn):
+    """``(split key, item)`` -> the split's shards of every kind, written here, then its completion
+    record (:mod:`pipelines.completion`). A split that has a record already (a resumed run, or a
+    retried bundle) is skipped. Emits the keys of the splits it processed.
+
+    One split is one call: its rows never travel through the runner, one row-group buffer per kind is
+    in memory, and its shards are named by the split key, so they do not depend on the workers.
     """
 
-    def __init__(self, directory: str, schema: Any, output: OutputConfig) -> None:
-        self.directory = directory
-        self.schema = schema
+    def __init__(self, version_dir: str, work: SplitWork, output: OutputConfig, attempt: str) -> None:
+        self.version_dir = version_dir
+        self.work = work
         self.output = output
-        # Ledger rows are labelled with the stage that writes them: <data_dir>/<stage>/<version>/ledger.
-        self.stage = storage.stage_of(directory) if "stage" in schema.names else ""
-        self._writer: storage.ShardWriter | None = None
-        self._next_index: dict[str, int] = {}
+        self.attempt = attempt
+        self.stage = fs.path(version_dir).parent.name
+        self.skipped = counter("splits.resumed")
 
-    def start_bundle(self) -> None:
-        self._writer, self._next_index = None, {}
+    def setup(self) -> None:
+        self.work.setup()
 
-    def process(self, element: tuple[str, Mapping[str, Any]]) -> None:
-        split, row = element
-        if self._writer is None or self._writer.split != split:
-            self._close()
-            self._writer = storage.ShardWriter(
-                self.directory,
-                split,
-                self.schema,
-                max_shard_bytes=self.output.max_shard_bytes,
-                row_group_rows=self.output.row_group_rows,
-                compression=self.output.compression,
-                first_index=self._next_index.get(split, 0),
-            )
-        if self.stage:
-            row = {**row, "stage": self.stage}
-        self._writer.write(row)
+    def process(self, element: tuple[str, Any], **side):  # Beam rejects a type hint on **side
+        from pipelines import completion
 
-    def _close(self) -> None:
-        if self._writer is not None:
-            self._next_index[self._writer.split] = self._writer.close()
-            self._writer = None
+        key, item = element
+        if completion.exists(self.version_dir, key):
+            self.skipped.inc()
+            return
+        writers: dict[str, storage.ShardWriter] = {}
+        stats: dict[str, Any] = {}
+        for kind, row in self.work.rows(item, stats, **side):
+            writer = writers.get(kind)
+            if writer is None:
+                writer = writers[kind] = storage.ShardWriter(
+                    f"{self.version_dir}/{kind}",
+                    key,
+                    self.work.schemas[kind],
+                    max_shard_bytes=self.output.max_shard_bytes,
+                    row_group_rows=self.output.row_group_rows,
+                    compression=self.output.compression,
+                )
+            writer.write({**row, "stage": self.stage} if "stage" in writer.schema.names else row)
+        shards = {}
+        for kind, writer in writers.items():
+            writer.close()
+            shards[kind] = [{**info, "split": key} for info in writer.written]
+        record = {"split": key, "attempt": self.attempt, "shards": shards, "stats": stats}
+        completion.write(self.version_dir, key, record)
+        yield key
 
-    def finish_bundle(self) -> None:
-        self._close()
+
+def process_splits(
+    pipeline: beam.Pipeline,
+    splits: list[tuple[str, Any]],
+    version_dir: str,
+    work: SplitWork,
+    output: OutputConfig,
+    *,
+    run: Any,
+    label: str = "Process",
+    **side: Any,
+) -> beam.PCollection:
+    """``Create(splits to do) | Reshuffle | ProcessSplitsFn``: every split that ``run``
+    (a :class:`carry.SplitRun`) does not skip, processed once, anywhere."""
+    return (
+        pipeline
+        | f"{label}Splits" >> beam.Create(run.todo(splits))
+        | f"Distribute{label}" >> beam.Reshuffle()
+        | label >> beam.ParDo(ProcessSplitsFn(version_dir, work, output, run.attempt), **side)
+    )
 
 
 def counter(name: str) -> Any:
@@ -151,6 +189,9 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOption
     return query_counters(result)
 
 
+Finalize = Callable[[storage.StageVersion, Any, dict[str, Any], list[dict[str, Any]]], Mapping[str, Any]]
+
+
 def run_stage(
     *,
     stage: str,
@@ -159,28 +200,68 @@ def run_stage(
     config: Any,
     upstream: Mapping[str, str],
     output: OutputConfig,
-    build: Callable[[beam.Pipeline, storage.StageVersion], None],
+    build: Callable[[beam.Pipeline, storage.StageVersion, Any], None],
     options: PipelineOptions,
     kinds: tuple[str, ...] = ("documents", "ledger"),
-    finalize: Callable[[storage.StageVersion, Any, dict[str, Any]], Mapping[str, Any]] | None = None,
+    finalize: Finalize | None = None,
     reuse: bool = False,
     inputs: int = 0,
     log: Callable[[str], Any] | None = None,
     total_documents: int | None = None,
+    split_keys: list[str] | None = None,
+    split_inputs: Mapping[str, str] | None = None,
+    carry_key: str | None = None,
 ) -> StageResult:
     """Run a stage's pipeline into a new version inside :func:`storage.transaction`.
 
-    ``finalize(version, counters, entries)`` may add entries (stats, reports) to the manifest
-    (``counters``: see :data:`Counters`; for monitoring only).
+    ``build(pipeline, version, run)`` adds the job (``run``: a :class:`carry.SplitRun`, its attempt id
+    and the splits to skip). ``split_keys``: the stage processes these splits with
+    :func:`process_splits` (over ``run.todo(splits)``); it is then resumable (a failed run's finished
+    splits are kept and skipped by the re-run) and its shard lists come from the completion records,
+    which must cover every key. ``split_inputs`` (identity of each split's input) and ``carry_key``
+    (fingerprint of stage, config and code) make it incremental (:mod:`pipelines.carry`): splits whose
+    input the current version already processed with the same carry key are carried, not re-run,
+    unless ``output.incremental`` is false.
+    ``finalize(version, counters, entries, split_stats)`` may add entries (stats, reports) to the
+    manifest (``counters``: see :data:`Counters`, for monitoring only; ``split_stats``: the ``stats``
+    of every split's record, in key order, or ``[]``).
     ``inputs`` (splits or upstream rows): when there were some but no shard of any ``kinds`` was
     written, the version is refused, not committed empty (workers writing somewhere else).
     ``log`` gets a progress line every ``output.progress_seconds`` while the job runs (documents
     written so far, rates, and an ETA against ``total_documents`` when known).
     """
-    with storage.transaction(data_dir, stage, fp, reuse=reuse, keep_versions=output.keep_versions) as tx:
+    import uuid
+
+    from pipelines import carry, completion
+
+    resumable = split_keys is not None
+    with storage.transaction(
+        data_dir, stage, fp, reuse=reuse, keep_versions=output.keep_versions, resume=resumable
+    ) as tx:
         if tx.reused is not None:
             return StageResult(tx.reused, tx.manifest or {}, {}, reused=True)
         version = tx.version
+        attempt = uuid.uuid4().hex[:12]
+        done: set[str] = set()
+        if tx.resumed:
+            records = completion.read_all(version.path)
+            removed = completion.remove_unrecorded(version.path, kinds, records)
+            done = set(records) & set(split_keys or ())
+            (log or print)(
+                f"{stage}: resuming {version.name}: {len(done):,} of {len(split_keys or ()):,} splits "
+                f"were finished by an earlier run ({removed:,} partial files removed)"
+            )
+        carried: dict[str, dict[str, Any]] = {}
+        if split_keys is not None and split_inputs is not None and carry_key and output.incremental:
+            prev = carry.previous(data_dir, stage, carry_key)
+            if prev is not None:
+                carried = carry.carried_records(prev, split_inputs, kinds)
+                carried = {k: r for k, r in carried.items() if k not in done}
+                (log or print)(
+                    f"{stage}: incremental: {len(carried):,} of {len(split_keys):,} splits unchanged since "
+                    f"{prev.name} (carried), {len(split_keys) - len(carried) - len(done):,} to process"
+                )
+        run = carry.SplitRun(attempt, frozenset(carried) | frozenset(done))
         monitor = ProgressMonitor(
             stage,
             version,
@@ -190,18 +271,46 @@ def run_stage(
             every=output.progress_seconds,
         )
         with monitor:
-            counters = run_pipeline(lambda p: build(p, version), options)
-        entries = {kind: storage.collect_shards(version.dir(kind)) for kind in kinds}
+            counters = run_pipeline(lambda p: build(p, version, run), options)
+        split_stats: list[dict[str, Any]] = []
+        resume_info: dict[str, Any] = {}
+        if split_keys is not None:
+            records = {**completion.read_all(version.path), **carried}
+            missing = [k for k in split_keys if k not in records]
+            if missing:
+                raise RuntimeError(
+                    f"stage {stage!r}: {len(missing):,} of {len(split_keys):,} splits have no completion "
+                    f"record after the job (first: {missing[0]!r}); the workers' output did not reach "
+                    f"{fs.uri(version.path)}"
+                )
+            records = {k: records[k] for k in split_keys}
+            entries = storage.entries_from_records(records, kinds)
+            split_stats = [records[k]["stats"] for k in split_keys]
+            resume_info = {
+                "splits": len(split_keys),
+                "resumed": tx.resumed,
+                "done_before": len(done),
+                "carried": len(carried),
+                "processed": sum(1 for r in records.values() if r.get("attempt") == attempt),
+            }
+        else:
+            entries = {kind: storage.collect_shards(version.dir(kind)) for kind in kinds}
         if inputs and kinds and not any(e["shards"] for e in entries.values()):
             raise EmptyOutputError(
                 f"stage {stage!r} read {inputs} input splits/rows but no shard reached {fs.uri(version.path)}; "
                 "the Beam workers wrote somewhere else or lost their output — paths.data_dir must be a "
                 "location every worker can reach (an object store or a shared file system)"
             )
-        extra = dict(finalize(version, counters, entries)) if finalize else {}
+        extra = dict(finalize(version, counters, entries, split_stats)) if finalize else {}
         extra.setdefault("counters", counters)
         if counters is None:
             extra.setdefault("counters_note", COUNTERS_UNAVAILABLE)
+        if resume_info:
+            extra["resume"] = resume_info
+            extra["carry_key"] = carry_key
+            extra["carried_from"] = carry.carried_from(entries)
+            carry.write_splits(version, records, split_inputs)
+        fs.rmtree(version.path / completion.DONE)
         manifest = tx.commit(config=config, upstream=upstream, entries=entries, extra=extra)
     return StageResult(version, manifest, counters)
 
@@ -232,18 +341,22 @@ def run_downstream_stage(
     job: StageJob,
     *,
     section: dict[str, Any],
-    build: Callable[[beam.Pipeline, list[tuple[str, str]], storage.StageVersion], None],
-    finalize: Callable[[storage.StageVersion, Any, dict[str, Any], dict[str, Any]], Mapping[str, Any]],
+    build: Callable[[beam.Pipeline, list[tuple[str, str]], storage.StageVersion, Any], Any],
+    finalize: Callable[..., Mapping[str, Any]],
     kinds: tuple[str, ...] = ("documents", "ledger"),
     fingerprint_extra: tuple[Any, ...] = (),
     config_extra: Mapping[str, Any] | None = None,
+    carry: bool = True,
 ) -> StageResult:
-    """``run_stage`` over the document shards of the job's first upstream stage.
+    """``run_stage`` over the document shards of the job's first upstream stage, one split per shard.
 
-    ``build(pipeline, splits, version)`` gets the upstream ``(split, shard path)`` pairs;
-    ``finalize(version, counters, entries, upstream_documents)`` also gets the upstream manifest's
-    document entries (for conservation stats). The fingerprint covers ``section``, the upstream
-    version and ``fingerprint_extra``.
+    ``build(pipeline, splits, version, run)`` gets the upstream ``(split, shard path)`` pairs and
+    must process them with :func:`process_splits` (so the stage is resumable); with ``carry`` a split
+    whose upstream shard (by checksum) the current version already processed is carried, not re-run
+    (the output of a split must then depend only on its shard, the config and the code);
+    ``finalize(version, counters, entries, upstream_documents, split_stats)`` also gets the upstream
+    manifest's document entries (for conservation stats). The fingerprint covers ``section``, the
+    upstream version and ``fingerprint_extra``.
     """
     upstream = job.upstream_version(0)
     splits = shard_splits(upstream)
@@ -256,20 +369,37 @@ def run_downstream_stage(
         config={**section, **(config_extra or {})},
         upstream={upstream.stage: upstream.name},
         output=job.cfg.output,
-        build=lambda p, v: build(p, splits, v),
+        build=lambda p, v, run: build(p, splits, v, run),
         options=options,
         kinds=kinds,
-        finalize=lambda v, counters, entries: finalize(v, counters, entries, up_docs),
+        finalize=lambda v, counters, entries, split_stats: finalize(
+            v, counters, entries, up_docs, split_stats
+        ),
         reuse=job.reuse,
         inputs=int(up_docs.get("rows") or 0),
         log=job.log,
         total_documents=int(up_docs.get("rows") or 0),
+        split_keys=[key for key, _ in splits],
+        split_inputs=shard_checksums(upstream) if carry else None,
+        carry_key=fingerprint(job.name, section, *fingerprint_extra) if carry else None,
     )
+
+
+def shard_key(shard: Mapping[str, Any]) -> str:
+    """The split key of an upstream shard: its name without ``part-`` and the extension (unique in
+    a manifest, stable while the shard is carried from version to version, sorted like the manifest)."""
+    return str(shard["path"]).removeprefix("part-").removesuffix(".parquet")
 
 
 def shard_splits(version: storage.StageVersion, kind: str = "documents") -> list[tuple[str, str]]:
     """``(split key, shard path)`` for every shard of an upstream version, in manifest order."""
-    return [(f"{i:05d}", str(p)) for i, p in enumerate(version.shard_paths(kind))]
+    shards = (version.manifest().get(kind) or {"shards": []})["shards"]
+    return [(shard_key(s), str(version.shard_path(kind, s))) for s in shards]
+
+
+def shard_checksums(version: storage.StageVersion, kind: str = "documents") -> dict[str, str]:
+    """``{split key: sha256}`` of the shards of an upstream version (the input identity of a split)."""
+    return {shard_key(s): s["sha256"] for s in version.manifest()[kind]["shards"]}
 
 
 def read_shard(element: tuple[str, str], columns: list[str] | None = None) -> Iterable[tuple[str, dict]]:
@@ -279,34 +409,13 @@ def read_shard(element: tuple[str, str], columns: list[str] | None = None) -> It
         yield split, row
 
 
-def build_document_stage(
-    pipeline: beam.Pipeline,
-    splits: list[tuple[str, str]],
-    dofn: beam.DoFn,
-    out_dir: str,
-    output: OutputConfig,
-    *,
-    label: str = "Process",
-) -> Any:
-    """``shards -> dofn -> documents + ledger shards`` for stages that keep or remove documents.
-
-    ``dofn`` takes ``(split, document)`` and emits tagged ``documents`` / ``ledger`` outputs of the
-    same ``(split, row)`` shape. Returns the tagged outputs for further branches (reports).
-    """
-    from pipelines import schemas
-
-    outputs = (
-        pipeline
-        | "Shards" >> beam.Create(splits)
-        | "Distribute" >> beam.Reshuffle()
-        | "Read" >> beam.FlatMap(read_shard)
-        | label >> beam.ParDo(dofn).with_outputs("documents", "ledger")
-    )
-    outputs.documents | "WriteDocuments" >> beam.ParDo(
-        WriteShardsFn(f"{out_dir}/documents", schemas.DOCUMENTS, output)
-    )
-    outputs.ledger | "WriteLedger" >> beam.ParDo(WriteShardsFn(f"{out_dir}/ledger", schemas.LEDGER, output))
-    return outputs
+def sum_stats(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Key-wise sum of per-split statistics (numbers)."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part.items():
+            out[k] = out.get(k, 0) + v
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,26 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-import apache_beam as beam
-
-from pipelines import schemas
-from pipelines.beam_stage import build_document_stage, counter, run_downstream_stage
+from pipelines import schemas, storage
+from pipelines.beam_stage import SplitWork, counter, process_splits, run_downstream_stage
 from pipelines.cleaning.engine import CleaningEngine, CleanOutcome, clean_document
 from pipelines.cleaning.plugins import load_object, plugin_spec
 from pipelines.config import CleanConfig, to_dict
 from pipelines.stage import StageJob, StageResult
 
-__all__ = ["CleanFn", "CleanOutcome", "clean_document", "plugin_code_version", "run"]
+__all__ = ["CleanWork", "CleanOutcome", "clean_document", "plugin_code_version", "run"]
 
 
-class CleanFn(beam.DoFn):
-    """``(split, document)`` -> tagged ``documents`` (cleaned) or ``ledger`` (removal) rows.
+class CleanWork(SplitWork):
+    """One upstream shard -> cleaned ``documents`` and ``ledger`` (removal) rows.
 
     The rules (language model, plug-ins) are built once per worker, in ``setup``.
     """
+
+    schemas = {"documents": schemas.DOCUMENTS, "ledger": schemas.LEDGER}
 
     def __init__(self, cfg: CleanConfig) -> None:
         self.cfg = cfg
@@ -42,20 +42,21 @@ class CleanFn(beam.DoFn):
         if self.engine is None:
             self.engine = CleaningEngine(self.cfg)
 
-    def process(self, element: tuple[str, Mapping[str, Any]]) -> Iterator[Any]:
-        split, doc = element
-        if self.engine is None:  # a runner that skipped setup
-            self.setup()
+    def rows(self, item: str, stats: dict[str, Any], **side: Any) -> Iterator[tuple[str, dict]]:
+        self.setup()
         assert self.engine is not None
-        outcome = self.engine.clean(doc)
-        if outcome.document is not None:
-            self.kept.inc()
-            yield beam.pvalue.TaggedOutput("documents", (split, outcome.document))
-        else:
-            self.removed.inc()
-            counter(f"clean.removed.{outcome.reason}").inc()
-            row = schemas.removal_from_document(doc, outcome.reason or "unknown", outcome.detail)
-            yield beam.pvalue.TaggedOutput("ledger", (split, row))
+        for doc in storage.iter_rows(item):
+            outcome = self.engine.clean(doc)
+            if outcome.document is not None:
+                self.kept.inc()
+                yield "documents", outcome.document
+            else:
+                self.removed.inc()
+                counter(f"clean.removed.{outcome.reason}").inc()
+                yield (
+                    "ledger",
+                    schemas.removal_from_document(doc, outcome.reason or "unknown", outcome.detail),
+                )
 
 
 def plugin_code_version(cfg: CleanConfig) -> str:
@@ -86,10 +87,10 @@ def run(job: StageJob) -> StageResult:
     return run_downstream_stage(
         job,
         section={job.name: to_dict(cfg.clean)},
-        build=lambda p, splits, v: build_document_stage(
-            p, splits, CleanFn(cfg.clean), str(v.path), cfg.output, label="Clean"
+        build=lambda p, splits, v, run: process_splits(
+            p, splits, str(v.path), CleanWork(cfg.clean), cfg.output, run=run, label="Clean"
         ),
-        finalize=lambda v, counters, entries, up_docs: {
+        finalize=lambda v, counters, entries, up_docs, split_stats: {
             "stats": stage_stats(entries, up_docs, redacts_pii=True)
         },
         fingerprint_extra=(plugins,) if plugins else (),

@@ -80,6 +80,11 @@ class OutputConfig:
     compression: str = _f("zstd", "Parquet compression codec.")
     keep_versions: int = _f(2, "Older committed versions of a stage kept on disk before garbage collection.")
     progress_seconds: float = _f(15.0, "Seconds between progress lines while a stage's Beam job runs.")
+    incremental: bool = _f(
+        True,
+        "Re-use the output of every split whose input is unchanged since the stage's current version "
+        "(same config and code): new input costs what it adds. false recomputes every split.",
+    )
 
 
 # --------------------------------------------------------------------------------------------------

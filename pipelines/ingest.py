@@ -27,7 +27,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 
 from pipelines import fs, schemas, storage
-from pipelines.beam_stage import WriteShardsFn, WriteStat, counter, read_stat, run_stage
+from pipelines.beam_stage import SplitWork, counter, process_splits, run_stage
 from pipelines.config import CorpusforgeConfig, IngestConfig, fingerprint, to_dict
 from pipelines.stage import StageJob, StageResult
 
@@ -491,43 +491,37 @@ def read_split(split: Split, cfg: IngestConfig) -> Iterator[tuple[str, dict]]:
         )
 
 
-class ReadSplitFn(beam.DoFn):
-    """Split -> ``(split key, row)`` on the ``documents`` and ``ledger`` outputs."""
+class IngestWork(SplitWork):
+    """One split -> ``documents`` and ``ledger`` (quarantine) rows; ``stats["records"]`` counts every
+    record the reader emitted (the conservation input: data, not Beam counters)."""
+
+    schemas = {"documents": schemas.DOCUMENTS, "ledger": schemas.LEDGER}
 
     def __init__(self, cfg: IngestConfig) -> None:
         self.cfg = cfg
         self.docs = counter("raw.documents")
         self.bad = counter("raw.quarantined")
 
-    def process(self, split: Split) -> Iterator[Any]:
-        for kind, row in read_split(split, self.cfg):
+    def rows(self, item: Split, stats: dict[str, Any], **side: Any) -> Iterator[tuple[str, dict]]:
+        records = 0
+        for kind, row in read_split(item, self.cfg):
+            records += 1
             (self.docs if kind == "documents" else self.bad).inc()
-            yield beam.pvalue.TaggedOutput(kind, (split.key, row))
+            yield kind, row
+        stats["records"] = records
 
 
-RECORDS_READ = "records_read"  # statistic: records the readers emitted (documents + quarantined)
-
-
-def build_ingest(pipeline: beam.Pipeline, splits: list[Split], cfg: CorpusforgeConfig, out_dir: str) -> None:
-    outputs = (
-        pipeline
-        | "Splits" >> beam.Create(splits)
-        | "Distribute" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(ReadSplitFn(cfg.raw)).with_outputs("documents", "ledger")
-    )
-    outputs.documents | "WriteDocuments" >> beam.ParDo(
-        WriteShardsFn(f"{out_dir}/documents", schemas.DOCUMENTS, cfg.output)
-    )
-    outputs.ledger | "WriteQuarantine" >> beam.ParDo(
-        WriteShardsFn(f"{out_dir}/ledger", schemas.LEDGER, cfg.output)
-    )
-    # The conservation input: every record the readers emitted, counted before any writer (data, not
-    # Beam counters, which some runners cannot report).
-    _ = (
-        (outputs.documents, outputs.ledger)
-        | "AllRecords" >> beam.Flatten()
-        | "CountRecords" >> beam.combiners.Count.Globally()
-        | WriteStat(out_dir, RECORDS_READ)
+def build_ingest(
+    pipeline: beam.Pipeline, splits: list[Split], cfg: CorpusforgeConfig, out_dir: str, run: Any
+) -> None:
+    process_splits(
+        pipeline,
+        [(s.key, s) for s in splits],
+        out_dir,
+        IngestWork(cfg.raw),
+        cfg.output,
+        run=run,
+        label="Read",
     )
 
 
@@ -537,26 +531,99 @@ def input_fingerprint(splits: list[Split]) -> str:
     return fingerprint(sorted(seen.items()))
 
 
-def _finalize(version: storage.StageVersion, entries: dict[str, Any], n_splits: int) -> dict[str, Any]:
-    """Stats with the reader's record count (the ``records_read`` statistic) as the input count; without
-    it the input is unknown and ``conserved`` is false (never the written rows counted as the input)."""
+def split_identity(split: Split) -> str:
+    """What a split read: file, size, change stamp and byte range (a changed file is a new input)."""
+    return json.dumps([split.source, split.size, split.stamp, split.start, split.end])
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What is new in the input since the stage's current version (see :func:`plan_batch`)."""
+
+    number: int
+    splits: list[Split]  # every split, with its key: carried ones keep theirs, new ones get b<number>-<i>
+    new_files: int
+    changed_files: int
+    removed_files: int
+    previous: str | None  # the version the batch adds to
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "previous": self.previous,
+            "new_files": self.new_files,
+            "changed_files": self.changed_files,
+            "removed_files": self.removed_files,
+        }
+
+
+def plan_batch(
+    splits: list[Split], previous: dict[str, dict[str, Any]], number: int, name: str | None
+) -> Batch:
+    """Key the splits against the previous version's splits (``carry.read_splits``): a split whose
+    identity the previous version read keeps its key (and is carried); the others, files that are new
+    or changed, get ``b<number>-<i>`` keys. Files the previous version read that are gone or changed
+    are retracted (their splits are not carried)."""
+    known = {v["input"]: k for k, v in previous.items()}
+    before = {json.loads(v["input"])[0]: json.loads(v["input"])[1:3] for v in previous.values()}
+    now = {s.source: [s.size, s.stamp] for s in splits}
+    keyed, fresh = [], 0
+    for split in splits:
+        key = known.get(split_identity(split))
+        if key is None:
+            key, fresh = f"b{number:04d}-{fresh:05d}", fresh + 1
+        keyed.append(dataclasses.replace(split, key=key))
+    return Batch(
+        number=number,
+        splits=keyed,
+        new_files=sum(1 for f in now if f not in before),
+        changed_files=sum(1 for f, stamp in now.items() if f in before and before[f] != stamp),
+        removed_files=sum(1 for f in before if f not in now),
+        previous=name,
+    )
+
+
+def _finalize(entries: dict[str, Any], split_stats: list[dict[str, Any]], batch: Batch) -> dict[str, Any]:
+    """Stats with the readers' record count (summed from every split's completion record) as the
+    input count, never the written rows counted as the input; the batch's own counts beside them."""
     from pipelines.reports import stage_stats
 
-    read = read_stat(version, RECORDS_READ)
-    stats = stage_stats(entries, None, read)
-    if read is None:
-        stats["conserved"] = False
-    return {"stats": stats, "records_read": read, "splits": n_splits}
+    read = sum(int(s["records"]) for s in split_stats)
+    new = {kind: [s for s in e["shards"] if "version" not in s] for kind, e in entries.items()}
+    summary = {
+        **batch.summary(),
+        "documents": sum(s["rows"] for s in new.get("documents", [])),
+        "quarantined": sum(s["rows"] for s in new.get("ledger", [])),
+    }
+    return {
+        "stats": stage_stats(entries, None, read),
+        "records_read": read,
+        "splits": len(split_stats),
+        "batch": summary,
+    }
 
 
 def run(job: StageJob) -> StageResult:
-    """Read ``paths.input`` into a new version of the job's stage (the first stage: no upstream)."""
+    """Read ``paths.input`` into a new version of the job's stage (the first stage: no upstream).
+
+    Incremental (``output.incremental``, the default): files the current version read unchanged are
+    carried, new and changed files are read as the next batch (:func:`plan_batch`)."""
+    from pipelines import carry
+
     cfg = job.cfg
-    splits = plan_splits(
+    planned = plan_splits(
         cfg.paths.input, cfg.raw, exclude=(cfg.paths.data_dir, os.environ.get("DAGSTER_HOME", ""))
     )
     section = {"paths": to_dict(cfg.paths), job.name: to_dict(cfg.raw)}
-    fp = fingerprint(job.name, section, input_fingerprint(splits))
+    fp = fingerprint(job.name, section, input_fingerprint(planned))
+    carry_key = fingerprint(job.name, section)
+    prev = carry.previous(cfg.paths.data_dir, job.name, carry_key) if cfg.output.incremental else None
+    if prev is None:
+        batch = plan_batch(planned, {}, 0, None)
+    else:
+        number = int((prev.manifest().get("batch") or {}).get("number", 0)) + 1
+        batch = plan_batch(planned, carry.read_splits(prev), number, prev.name)
+    splits = batch.splits
     return run_stage(
         stage=job.name,
         data_dir=cfg.paths.data_dir,
@@ -564,10 +631,13 @@ def run(job: StageJob) -> StageResult:
         config=section,
         upstream={"input": cfg.paths.input},
         output=cfg.output,
-        build=lambda p, v: build_ingest(p, splits, cfg, str(v.path)),
+        build=lambda p, v, run: build_ingest(p, splits, cfg, str(v.path), run),
         options=job.options,
-        finalize=lambda v, counters, entries: _finalize(v, entries, len(splits)),
+        finalize=lambda v, counters, entries, split_stats: _finalize(entries, split_stats, batch),
         reuse=job.reuse,
         inputs=len(splits),
         log=job.log,
+        split_keys=[s.key for s in splits],
+        split_inputs={s.key: split_identity(s) for s in splits},
+        carry_key=carry_key,
     )

@@ -106,6 +106,7 @@ class ShardWriter:
         self._rows = 0
         self._bytes = 0
         self._summary: Counter = Counter()
+        self.written: list[dict[str, Any]] = []  # sidecar infos of the shards closed so far
 
     def write(self, row: Mapping[str, Any]) -> None:
         if self._writer is None:
@@ -168,6 +169,7 @@ class ShardWriter:
         if self._tmp != final:
             os.replace(self._tmp, final)
         atomic_write_json(self.directory / (final.name + SIDECAR), info)
+        self.written.append(info)
         self._writer, self._tmp, self._sink = None, None, None
         self._rows, self._bytes, self._summary = 0, 0, Counter()
         self._k += 1
@@ -264,9 +266,14 @@ class StageVersion:
             )
         return json.loads(p.read_text())
 
+    def shard_path(self, kind: str, shard: Mapping[str, Any]) -> Any:
+        """Where a shard of this version's manifest lives: here, or in the earlier version of the same
+        stage it was carried from (``"version"``, see :mod:`pipelines.carry`)."""
+        return self.root / shard.get("version", self.name) / kind / shard["path"]
+
     def shard_paths(self, kind: str = "documents") -> list[Any]:
         entry = self.manifest().get(kind) or {"shards": []}
-        return [self.path / kind / s["path"] for s in entry["shards"]]
+        return [self.shard_path(kind, s) for s in entry["shards"]]
 
 
 def stage_of(directory: str | os.PathLike) -> str:
@@ -302,6 +309,16 @@ def new_version(data_dir: str | os.PathLike, stage: str, fp: str) -> StageVersio
     return version
 
 
+def find_partial(data_dir: str | os.PathLike, stage: str, fp: str) -> StageVersion | None:
+    """Newest uncommitted version with fingerprint ``fp`` (left by a run that failed), to resume in."""
+    root = stage_root(data_dir, stage)
+    fs.refresh(root)
+    if not root.is_dir():
+        return None
+    names = sorted(p.name for p in root.glob(f"v-{fp}-*") if not (p / SUCCESS).is_file())
+    return StageVersion(root, names[-1]) if names else None
+
+
 def find_reusable(data_dir: str | os.PathLike, stage: str, fp: str) -> StageVersion | None:
     """Newest complete version with fingerprint ``fp`` (for re-use instead of re-computation)."""
     root = stage_root(data_dir, stage)
@@ -331,6 +348,26 @@ def collect_shards(directory: Any) -> dict[str, Any]:
         "shards": shards,
         "summary": dict(sorted(summary.items())),
     }
+
+
+def entries_from_records(records: Mapping[str, Mapping[str, Any]], kinds: tuple[str, ...]) -> dict[str, Any]:
+    """Manifest entries (as :func:`collect_shards` makes them) from the completion records of the
+    splits (:mod:`pipelines.completion`): only shards of finished splits, sorted by name."""
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        shards = sorted(
+            (s for r in records.values() for s in r["shards"].get(kind, [])), key=lambda s: s["path"]
+        )
+        summary: Counter = Counter()
+        for s in shards:
+            summary.update(s.get("summary", {}))
+        out[kind] = {
+            "rows": sum(s["rows"] for s in shards),
+            "bytes": sum(s["bytes"] for s in shards),
+            "shards": shards,
+            "summary": dict(sorted(summary.items())),
+        }
+    return out
 
 
 def commit(
@@ -393,10 +430,20 @@ def prune(root: Any, *, keep: int, protect: str) -> None:
     versions = sorted((p for p in root.glob("v-*") if p.is_dir()), key=lambda p: p.name.split("-", 2)[2])
     committed = [p for p in versions if (p / SUCCESS).is_file()]
     keep_names = {protect} | referenced_versions(root)
-    doomed = [p for p in committed[: max(0, len(committed) - keep)] if p.name not in keep_names]
+    survivors = keep_names | {p.name for p in committed[max(0, len(committed) - keep) :]}
+    needed = survivors | {name for s in survivors for name in _carried_from(root / s)}
+    doomed = [p for p in committed if p.name not in needed]
     doomed += [p for p in versions if p not in committed and p.name not in keep_names]
     for p in doomed:
         fs.rmtree(p)
+
+
+def _carried_from(version_dir: Any) -> list[str]:
+    """Versions a committed version lists shards of (``carried_from`` in its manifest)."""
+    try:
+        return list(json.loads((version_dir / MANIFEST).read_text()).get("carried_from") or ())
+    except (OSError, ValueError):
+        return []
 
 
 def discard(version: StageVersion) -> None:
@@ -412,6 +459,7 @@ class Transaction:
     def __init__(self, data_dir: str | os.PathLike, stage: str, fp: str, keep_versions: int) -> None:
         self.data_dir, self.stage, self.fp, self.keep_versions = data_dir, stage, fp, keep_versions
         self.reused: StageVersion | None = None
+        self.resumed = False  # the version is the partial one of a failed run with the same fingerprint
         self._version: StageVersion | None = None
         self.manifest: dict[str, Any] | None = None
 
@@ -457,14 +505,22 @@ class Transaction:
 
 @contextlib.contextmanager
 def transaction(
-    data_dir: str | os.PathLike, stage: str, fp: str, *, reuse: bool = False, keep_versions: int = 2
+    data_dir: str | os.PathLike,
+    stage: str,
+    fp: str,
+    *,
+    reuse: bool = False,
+    keep_versions: int = 2,
+    resume: bool = False,
 ) -> Iterator[Transaction]:
     """The only way a stage creates, commits or discards a version.
 
     ``reuse`` and a complete version with fingerprint ``fp`` exist: ``tx.reused`` is that version,
     ``CURRENT`` points at it, and the body must not write. Otherwise the body writes into
     ``tx.version`` and calls ``tx.commit(...)``; on any exception, or when the body returns
-    without committing, the partial version is deleted and the previous one stays current.
+    without committing, the previous version stays current and the partial one is deleted -- unless
+    ``resume``: then it is kept (invisible: no manifest, no ``CURRENT``) and the next run with the same
+    fingerprint continues in it (``tx.resumed``; completion records say which splits are done).
     """
     tx = Transaction(data_dir, stage, fp, keep_versions)
     fs.check_access(fs.uri(fs.path(data_dir)), write=True, what="data directory")
@@ -475,14 +531,17 @@ def transaction(
             tx.reused, tx.manifest = found, found.manifest()
             yield tx
             return
+        if resume and (partial := find_partial(data_dir, stage, fp)):
+            tx._version, tx.resumed = partial, True
         try:
             yield tx
             if tx.manifest is None:
                 raise RuntimeError(f"stage {stage!r} finished without committing its version")
         except BaseException as exc:
             if tx._version is not None and tx.manifest is None:
-                discard(tx._version)
-                exc.add_note(_not_committed_note(stage, tx._version.name, current))
+                if not resume:
+                    discard(tx._version)
+                exc.add_note(_not_committed_note(stage, tx._version, current, kept=resume))
             raise
 
 
@@ -493,11 +552,17 @@ def _current_name(data_dir: Any, stage: str) -> str | None:
         return None
 
 
-def _not_committed_note(stage: str, name: str, current: str | None) -> str:
-    kept = f"{current} stays current" if current else "no earlier version was current"
+def _not_committed_note(stage: str, version: StageVersion, current: str | None, *, kept: bool) -> str:
+    previous = f"{current} stays current" if current else "no earlier version was current"
+    if kept:
+        return (
+            f"corpusforge: stage {stage!r} version {version.name} was not committed; {previous}. Its "
+            "finished splits are kept: re-run the stage with the same input and config to resume "
+            f"(delete {fs.uri(version.path)} to start over; the next commit removes it otherwise)"
+        )
     return (
-        f"corpusforge: stage {stage!r} version {name} was not committed (its partial files are never "
-        f"read, and are deleted now or by the next commit); {kept}"
+        f"corpusforge: stage {stage!r} version {version.name} was not committed (its partial files are "
+        f"never read, and are deleted now or by the next commit); {previous}"
     )
 
 

@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from assets.automation import full_schedule, new_files, new_raw_files_sensor
+from assets.automation import batch_changes, full_schedule, new_raw_files_sensor, snapshot_digest
 from assets.resources import CorpusforgeSettings
 
 
@@ -17,6 +17,10 @@ def _evaluate(settings, cursor=None, instance=None):
 
 
 def test_new_files_start_one_run_per_batch_and_never_repeat(tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from assets.graph import run_stage
+
     inp = tmp_path / "raw"
     inp.mkdir()
     settings = CorpusforgeSettings(input_path=str(inp), data_dir=str(tmp_path / "data"))
@@ -26,24 +30,32 @@ def test_new_files_start_one_run_per_batch_and_never_repeat(tmp_path):
     (inp / "a.jsonl").write_text('{"text": "a"}\n')
     (inp / "b.jsonl").write_text('{"text": "b"}\n')
     result, _ = _evaluate(settings)
-    assert len(result.run_requests) == 1  # a burst of files is one run over the whole input
+    assert len(result.run_requests) == 1  # a burst of files is one run (one batch)
     request = result.run_requests[0]
     assert (
         request.tags["corpusforge/new_files"] == "2"
         and request.tags["corpusforge/first_new_file"] == "a.jsonl"
     )
     cursor = result.cursor
+    assert len(cursor) == 64  # a digest, not the list of files
 
     again, _ = _evaluate(settings, cursor)
     assert not again.run_requests  # nothing new: no repeats
 
+    # the batch is ingested; then one file is added and one changed: the next batch is those two
+    run_stage(
+        "raw", settings.load(), PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=in_memory"])
+    )
     (inp / "c.jsonl").write_text('{"text": "c"}\n')
     st = os.stat(inp / "a.jsonl")
-    os.utime(inp / "a.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a changed file counts once more
+    os.utime(inp / "a.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     third, _ = _evaluate(settings, cursor)
     assert len(third.run_requests) == 1 and third.run_requests[0].tags["corpusforge/new_files"] == "2"
     assert third.run_requests[0].run_key != request.run_key
     assert third.run_requests[0].run_config["ops"]["raw"]["config"]["reuse_existing"]
+    (inp / "b.jsonl").unlink()
+    fourth, _ = _evaluate(settings, third.cursor)
+    assert fourth.run_requests[0].tags["corpusforge/removed_files"] == "1"
 
 
 def test_new_files_wait_while_a_run_is_in_progress(tmp_path):
@@ -61,12 +73,13 @@ def test_new_files_wait_while_a_run_is_in_progress(tmp_path):
     assert len(later.run_requests) == 1
 
 
-def test_cursor_logic_is_pure():
-    fresh, cursor = new_files({"x": 1, "y": 2}, None)
-    assert fresh == ["x", "y"]
-    fresh, cursor2 = new_files({"x": 1, "y": 2, "z": 3}, cursor)
-    assert fresh == ["z"]
-    assert new_files({"x": 1, "y": 2, "z": 3}, cursor2)[0] == []
+def test_batch_logic_is_pure():
+    ingested = {"x": [1, "s1"], "y": [2, "s2"]}
+    assert batch_changes({"x": [1, "s1"], "y": [2, "s2"]}, ingested) == ([], [])
+    assert batch_changes({"x": [1, "s1"], "y": [3, "s3"], "z": [4, "s4"]}, ingested) == (["y", "z"], [])
+    assert batch_changes({"x": [1, "s1"]}, ingested) == ([], ["y"])
+    assert snapshot_digest({"x": [1, "s1"]}) == snapshot_digest({"x": [1, "s1"]})
+    assert snapshot_digest({"x": [1, "s1"]}) != snapshot_digest({"x": [1, "s2"]})
 
 
 def test_schedule_targets_the_full_job_and_is_off_by_default():

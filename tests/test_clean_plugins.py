@@ -222,14 +222,19 @@ def test_the_beam_worker_builds_its_rules_once(tmp_path) -> None:
     cfg = load_config(
         overrides={"clean": {**_clean_section(_train(tmp_path)), "rules": ["normalize", "quality_model"]}}
     )
-    fn = clean.CleanFn(cfg.clean)
+    import pyarrow.parquet as pq
+
+    from pipelines import schemas
+
+    shard = tmp_path / "shard.parquet"
+    docs = [_doc(text, i) for i, text in enumerate(GOOD_DOCS + JUNK_DOCS)]
+    pq.write_table(schemas.to_table(docs, schemas.DOCUMENTS), shard)
+    work = clean.CleanWork(cfg.clean)
     before = quality_model.Scorer.built
-    fn.setup()
-    tags = [
-        out.tag for i, text in enumerate(GOOD_DOCS + JUNK_DOCS) for out in fn.process(("0", _doc(text, i)))
-    ]
+    work.setup()
+    kinds = [kind for _ in range(2) for kind, _ in work.rows(str(shard), {})]
     assert quality_model.Scorer.built == before + 1
-    assert tags == ["documents"] * len(GOOD_DOCS) + ["ledger"] * len(JUNK_DOCS)
+    assert kinds == (["documents"] * len(GOOD_DOCS) + ["ledger"] * len(JUNK_DOCS)) * 2
 
 
 # ---------------------------------------------------------------------------------------------------

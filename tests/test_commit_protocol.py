@@ -49,7 +49,7 @@ def test_a_stage_with_input_but_no_output_shards_is_not_committed(tmp_path, beam
             config={},
             upstream={},
             output=cfg.output,
-            build=lambda p, v: p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x),  # writes elsewhere
+            build=lambda p, v, run: p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x),  # writes elsewhere
             options=beam_options,
             inputs=3,
         )

@@ -6,7 +6,7 @@ import apache_beam as beam
 import pytest
 
 from pipelines import schemas, storage
-from pipelines.beam_stage import run_stage
+from pipelines.beam_stage import SplitWork, process_splits, run_stage
 from pipelines.config import OutputConfig
 
 
@@ -17,30 +17,42 @@ def _docs(n: int, prefix: str = "d") -> list[dict]:
     ]
 
 
-def _build_writer(rows: list[dict], fail: bool = False):
-    from pipelines.beam_stage import WriteShardsFn
+class ListWork(SplitWork):
+    """Each split's item is its list of rows; fails on the ``fail_at``-th split it processes."""
 
-    def build(pipeline: beam.Pipeline, version: storage.StageVersion) -> None:
-        def maybe_fail(x):
-            if fail:
-                raise RuntimeError("boom")
-            return x
+    schemas = {"documents": schemas.DOCUMENTS}
+    calls = 0
+    fail_at: int | None = None
 
-        (
-            pipeline
-            | beam.Create([("00000", r) for r in rows])
-            | beam.Map(maybe_fail)
-            | beam.ParDo(
-                WriteShardsFn(
-                    str(version.dir("documents")), schemas.DOCUMENTS, OutputConfig(max_shard_bytes=2048)
-                )
-            )
+    def rows(self, item, stats, **side):
+        ListWork.calls += 1
+        if ListWork.fail_at is not None and ListWork.calls == ListWork.fail_at:
+            raise RuntimeError("boom")
+        for row in item:
+            yield "documents", row
+        stats["rows"] = len(item)
+
+
+def _splits(rows: list[dict], per_split: int) -> list[tuple[str, list[dict]]]:
+    return [(f"{i // per_split:05d}", rows[i : i + per_split]) for i in range(0, len(rows), per_split)]
+
+
+def _build_writer(rows: list[dict], fail: bool = False, per_split: int = 1000, max_shard_bytes: int = 2048):
+    def build(pipeline: beam.Pipeline, version: storage.StageVersion, run) -> None:
+        ListWork.calls, ListWork.fail_at = 0, (1 if fail else None)
+        process_splits(
+            pipeline,
+            _splits(rows, per_split),
+            str(version.path),
+            ListWork(),
+            OutputConfig(max_shard_bytes=max_shard_bytes),
+            run=run,
         )
 
     return build
 
 
-def _run(tmp_path, rows, beam_options, fail=False, keep=2):
+def _run(tmp_path, rows, beam_options, fail=False, keep=2, per_split=1000, build=None):
     return run_stage(
         stage="unit",
         data_dir=str(tmp_path),
@@ -48,9 +60,11 @@ def _run(tmp_path, rows, beam_options, fail=False, keep=2):
         config={},
         upstream={},
         output=OutputConfig(keep_versions=keep),
-        build=_build_writer(rows, fail),
+        build=build or _build_writer(rows, fail, per_split),
         options=beam_options,
         kinds=("documents",),
+        split_keys=[key for key, _ in _splits(rows, per_split)],
+        log=lambda _: None,
     )
 
 
@@ -69,11 +83,65 @@ def test_shards_are_size_bounded_and_counted(tmp_path, beam_options):
 
 def test_failed_run_keeps_the_previous_version_current(tmp_path, beam_options):
     good = _run(tmp_path, _docs(5), beam_options)
-    with pytest.raises(Exception, match="boom"):
+    with pytest.raises(Exception, match="boom") as failure:
         _run(tmp_path, _docs(7), beam_options, fail=True)
+    assert "re-run the stage with the same input and config to resume" in str(failure.value.__notes__)
     current = storage.current_version(tmp_path, "unit")
     assert current.name == good.version.name
-    assert [p.name for p in (tmp_path / "unit").glob("v-*")] == [good.version.name]  # partial version removed
+    partial = [p for p in (tmp_path / "unit").glob("v-*") if p.name != good.version.name]
+    assert len(partial) == 1 and not (partial[0] / storage.SUCCESS).exists()  # kept (invisible) to resume
+    _run(tmp_path, _docs(3), beam_options)
+    assert len(list((tmp_path / "unit").glob("v-*"))) == 2  # the next commit removed the leftover
+
+
+def test_a_failed_run_resumes_from_its_finished_splits(tmp_path, beam_options):
+    rows = _docs(60)
+    clean = _run(tmp_path / "clean", rows, beam_options, per_split=6)
+
+    def fail_at(n):
+        inner = _build_writer(rows, per_split=6)
+
+        def build(pipeline, version, run):
+            inner(pipeline, version, run)
+            ListWork.fail_at = n
+
+        return build
+
+    with pytest.raises(Exception, match="boom"):
+        _run(tmp_path / "resumed", rows, beam_options, per_split=6, build=fail_at(5))  # 4 of 10 splits done
+    partial = next((tmp_path / "resumed" / "unit").glob("v-*"))
+    (partial / "documents" / "part-99999-0000.parquet").write_bytes(b"junk of a split that died")
+    logs: list[str] = []
+    result = run_stage(
+        stage="unit",
+        data_dir=str(tmp_path / "resumed"),
+        fp="fp",
+        config={},
+        upstream={},
+        output=OutputConfig(),
+        build=_build_writer(rows, per_split=6),
+        options=beam_options,
+        kinds=("documents",),
+        split_keys=[f"{i:05d}" for i in range(10)],
+        log=logs.append,
+    )
+    assert result.version.name == partial.name  # the same version, continued
+    assert result.manifest["resume"] == {
+        "splits": 10,
+        "resumed": True,
+        "done_before": 4,
+        "carried": 0,
+        "processed": 6,
+    }
+    assert ListWork.calls == 6  # only the unfinished splits ran again
+    assert any("4 of 10 splits were finished by an earlier run (1 partial files removed)" in m for m in logs)
+
+    def shards(r):
+        return [(s["path"], s["rows"], s["sha256"]) for s in r.manifest["documents"]["shards"]]
+
+    assert shards(result) == shards(clean)  # byte-identical to an uninterrupted run
+    assert not (result.version.path / "_done").exists()
+    assert sorted(p.name for p in result.version.dir("documents").iterdir()) == [s[0] for s in shards(clean)]
 
 
 def test_prune_keeps_the_newest_versions(tmp_path, beam_options):
@@ -100,36 +168,3 @@ def test_missing_or_incomplete_stage_is_a_clear_error(tmp_path, beam_options):
     (result.version.path / storage.SUCCESS).unlink()
     with pytest.raises(storage.StageNotFoundError, match="not a complete version"):
         storage.current_version(tmp_path, "unit")
-
-
-def test_interleaved_splits_never_overwrite_shards(tmp_path, beam_options):
-    rows = [(f"{i % 2:05d}", r) for i, r in enumerate(_docs(12))]  # splits alternate: worst case
-
-    def build(pipeline, version):
-        from pipelines.beam_stage import WriteShardsFn
-
-        (
-            pipeline
-            | beam.Create(rows)
-            | beam.ParDo(
-                WriteShardsFn(
-                    str(version.dir("documents")), schemas.DOCUMENTS, OutputConfig(max_shard_bytes=1 << 20)
-                )
-            )
-        )
-
-    result = run_stage(
-        stage="unit",
-        data_dir=str(tmp_path),
-        fp="fp",
-        config={},
-        upstream={},
-        output=OutputConfig(),
-        build=build,
-        options=beam_options,
-        kinds=("documents",),
-    )
-    assert result.manifest["documents"]["rows"] == 12
-    assert sorted(r["id"] for r in storage.iter_stage_rows(result.version)) == sorted(
-        f"d{i}" for i in range(12)
-    )

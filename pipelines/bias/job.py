@@ -21,10 +21,10 @@ Per document of the committed ``dedup`` stage, in this order:
    (``added:`` tags make the stage statistics count it as an added document) and
    ``counterfactual_of`` in its meta. A document without any swappable word gets no copy.
 
-Every document also sends a small statistics record to ``BiasStatsCombineFn`` (score histogram,
-flagged and removed lines, flagged terms, per-source characters). The combined result and the
-balancing plan are the statistics ``bias_stats`` and ``balance_plan`` (``beam_stage.WriteStat``), which
-the driver copies into the manifest (``toxicity``, ``balance``).
+Every document also adds a small statistics record to its split's ``BiasStatsCombineFn``
+accumulator (score histogram, flagged and removed lines, flagged terms, per-source characters), kept
+in the split's completion record; the driver merges them into the manifest's ``toxicity`` (and
+``balance`` with the balancing plan, the statistic ``balance_plan``: ``beam_stage.WriteStat``).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ import apache_beam as beam
 
 from pipelines import schemas, storage
 from pipelines.beam_stage import (
-    WriteShardsFn,
+    SplitWork,
     WriteStat,
     counter,
-    read_shard,
+    process_splits,
     read_stat,
     run_downstream_stage,
     stat_path,
@@ -58,8 +58,7 @@ from pipelines.stage import StageJob, StageResult
 
 REASON_BALANCE = "balance:source-cap"
 ADDED_TAG = "added:cda"
-STATS = "bias_stats"  # statistic names (beam_stage.WriteStat / read_stat)
-PLAN = "balance_plan"
+PLAN = "balance_plan"  # statistic name (beam_stage.WriteStat / read_stat)
 # Upper edges of the toxicity score histogram (weighted flagged terms per 1,000 units); 0 has its own bin.
 SCORE_EDGES = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 TOP_TERMS = 50
@@ -189,12 +188,15 @@ def filter_document(
     return FilterOutcome(out, None, detail, copy, record)
 
 
-class BiasFn(beam.DoFn):
-    """``(split, document)`` -> tagged ``documents`` (kept and CDA copies), ``ledger`` and ``stats``.
+class BiasWork(SplitWork):
+    """One upstream shard -> ``documents`` (kept and CDA copies) and ``ledger`` rows; the split's
+    statistics accumulator (``BiasStatsCombineFn``) goes into its completion record as ``acc``.
 
     The optional side input ``plan`` is the balancing plan (``balance_plan``); without it nothing is
     down-sampled.
     """
+
+    schemas = {"documents": schemas.DOCUMENTS, "ledger": schemas.LEDGER}
 
     def __init__(self, cfg: BiasConfig) -> None:
         self.cfg = cfg
@@ -202,24 +204,36 @@ class BiasFn(beam.DoFn):
         self.removed = counter("bias.removed")
         self.added = counter("bias.cda_added")
 
-    def process(
-        self, element: tuple[str, Mapping[str, Any]], plan: Mapping[str, Any] | None = None
-    ) -> Iterator:
-        split, doc = element
+    def rows(
+        self, item: str, stats: dict[str, Any], plan: Mapping[str, Any] | None = None, **side: Any
+    ) -> Iterator[tuple[str, dict]]:
         probabilities = plan["probabilities"] if plan is not None else None
-        outcome = filter_document(doc, self.cfg, probabilities)
-        if outcome.document is not None:
-            self.kept.inc()
-            yield beam.pvalue.TaggedOutput("documents", (split, outcome.document))
-            if outcome.counterfactual is not None:
-                self.added.inc()
-                yield beam.pvalue.TaggedOutput("documents", (split, outcome.counterfactual))
-        else:
-            self.removed.inc()
-            counter(f"bias.removed.{outcome.reason}").inc()
-            row = schemas.removal_from_document(doc, outcome.reason or "unknown", outcome.detail)
-            yield beam.pvalue.TaggedOutput("ledger", (split, row))
-        yield beam.pvalue.TaggedOutput("stats", outcome.record)
+        combine = BiasStatsCombineFn()
+        acc = combine.create_accumulator()
+        for doc in storage.iter_rows(item):
+            outcome = filter_document(doc, self.cfg, probabilities)
+            if outcome.document is not None:
+                self.kept.inc()
+                yield "documents", outcome.document
+                if outcome.counterfactual is not None:
+                    self.added.inc()
+                    yield "documents", outcome.counterfactual
+            else:
+                self.removed.inc()
+                counter(f"bias.removed.{outcome.reason}").inc()
+                yield (
+                    "ledger",
+                    schemas.removal_from_document(doc, outcome.reason or "unknown", outcome.detail),
+                )
+            acc = combine.add_input(acc, outcome.record)
+        stats["acc"] = [[list(key), value] for key, value in acc.items()]
+
+
+def combine_split_stats(split_stats: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The stage's toxicity / source report from the accumulators in the splits' records."""
+    combine = BiasStatsCombineFn()
+    accs = [{tuple(key): value for key, value in s["acc"]} for s in split_stats]
+    return combine.extract_output(combine.merge_accumulators(accs))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -316,7 +330,7 @@ def source_chars(element: tuple[str, str], source_key: str) -> Iterator[tuple[st
 
 
 def balance_plan(char_totals: Mapping[str, int], max_fraction: float) -> dict[str, Any]:
-    """``plan_balance`` as JSON-able data (the side input of ``BiasFn`` and the manifest's plan)."""
+    """``plan_balance`` as JSON-able data (the side input of ``BiasWork`` and the manifest's plan)."""
     plan = plan_balance(char_totals, max_fraction)
     return {
         "max_source_fraction": max_fraction,
@@ -350,12 +364,10 @@ def build_pipeline(
     cfg: BiasConfig,
     out_dir: str,
     output: OutputConfig,
+    run: Any,
 ) -> Any:
-    """``shards -> BiasFn -> documents + ledger shards``, the ``bias_stats`` statistic and, when
-    balancing, the per-source totals side branch (statistic ``balance_plan``). Returns the tagged
-    outputs of ``BiasFn``."""
-    # beam.Create of more than one element ends in a Reshuffle, so the splits spread over the workers
-    # and each split is read, filtered and written inside one fused stage.
+    """``shards -> BiasWork -> documents + ledger shards`` and, when balancing, the per-source totals
+    side branch (statistic ``balance_plan``, also the side input of every split)."""
     side: dict[str, Any] = {}
     if cfg.max_source_fraction < 1.0:
         plan = (
@@ -368,20 +380,7 @@ def build_pipeline(
         )
         _ = plan | WriteStat(out_dir, PLAN)
         side["plan"] = beam.pvalue.AsSingleton(plan)
-    outputs = (
-        pipeline
-        | "Shards" >> beam.Create(splits)
-        | "Read" >> beam.FlatMap(read_shard)
-        | "Filter" >> beam.ParDo(BiasFn(cfg), **side).with_outputs("documents", "ledger", "stats")
-    )
-    _ = outputs.documents | "WriteDocuments" >> beam.ParDo(
-        WriteShardsFn(f"{out_dir}/documents", schemas.DOCUMENTS, output)
-    )
-    _ = outputs.ledger | "WriteLedger" >> beam.ParDo(
-        WriteShardsFn(f"{out_dir}/ledger", schemas.LEDGER, output)
-    )
-    _ = outputs.stats | "Stats" >> beam.CombineGlobally(BiasStatsCombineFn()) | WriteStat(out_dir, STATS)
-    return outputs
+    return process_splits(pipeline, splits, out_dir, BiasWork(cfg), output, run=run, label="Filter", **side)
 
 
 def _required_stat(version: storage.StageVersion, name: str) -> dict[str, Any]:
@@ -398,9 +397,9 @@ def run(job: StageJob) -> StageResult:
     balancing = cfg.filtered.max_source_fraction < 1.0
 
     def finalize(
-        version: storage.StageVersion, counters: dict, entries: dict, up_docs: dict
+        version: storage.StageVersion, counters: dict, entries: dict, up_docs: dict, split_stats: list
     ) -> dict[str, Any]:
-        toxicity = _required_stat(version, STATS)
+        toxicity = combine_split_stats(split_stats)
         sources = toxicity.pop("sources")
         extra: dict[str, Any] = {"stats": stage_stats(entries, up_docs), "toxicity": toxicity}
         extra["lexicon_version"] = lexicons
@@ -411,7 +410,7 @@ def run(job: StageJob) -> StageResult:
     return run_downstream_stage(
         job,
         section={job.name: to_dict(cfg.filtered)},
-        build=lambda p, splits, v: build_pipeline(p, splits, cfg.filtered, str(v.path), cfg.output),
+        build=lambda p, splits, v, run: build_pipeline(p, splits, cfg.filtered, str(v.path), cfg.output, run),
         finalize=finalize,
         fingerprint_extra=(lexicons,),
         config_extra={"lexicon_version": lexicons},

@@ -256,7 +256,9 @@ def run(job: StageJob) -> StageResult:
     lexicons = data_version()
     fp = fingerprint(job.name, plan.inputs, lexicons)
 
-    def finalize(version: storage.StageVersion, counters: dict, entries: dict) -> dict[str, Any]:
+    def finalize(
+        version: storage.StageVersion, counters: dict, entries: dict, split_stats: list
+    ) -> dict[str, Any]:
         report = load_report(version)
         return {
             "report_file": REPORT_FILE,
@@ -272,7 +274,7 @@ def run(job: StageJob) -> StageResult:
         config={"lexicon_version": lexicons},
         upstream=plan.inputs,
         output=job.cfg.output,
-        build=lambda p, v: build_report(p, plan, str(v.path)),
+        build=lambda p, v, run: build_report(p, plan, str(v.path)),
         options=job.options,
         kinds=(),
         finalize=finalize,

@@ -282,7 +282,9 @@ def run(job: StageJob) -> StageResult:
             "tokens.val_fraction in the config file (both assets read it) and re-materialize the tokenizer."
         )
 
-    def finalize(version: storage.StageVersion, counters: dict[str, int], entries: dict) -> dict[str, Any]:
+    def finalize(
+        version: storage.StageVersion, counters: dict[str, int], entries: dict, split_stats: list
+    ) -> dict[str, Any]:
         folded = summarize(version.path)
         return {
             "format": FORMAT,
@@ -318,7 +320,7 @@ def run(job: StageJob) -> StageResult:
         config=section,
         upstream=upstreams,
         output=cfg.output,
-        build=lambda p, v: build_pipeline(
+        build=lambda p, v, run: build_pipeline(
             p, splits, str(v.path), str(tok_file), cfg.tokens, dtype, threads, overrides
         ),
         options=options,

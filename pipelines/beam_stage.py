@@ -57,6 +57,16 @@ class SplitWork:
     def setup(self) -> None:
         return None
 
+    def carried(self, key: str, item: Any) -> dict[str, Any] | None:
+        """A completion record that re-uses an earlier version's output of this split instead of
+        processing it (decided in the worker, when the split's input identity is only known there)."""
+        return None
+
+    def identity(self, key: str, item: Any) -> str | None:
+        """The identity of the split's input, recorded for the next incremental run (None: the driver
+        knows it)."""
+        return None
+
     def rows(self, item: Any, stats: dict[str, Any], **side: Any) -> Iterable[tuple[str, Mapping[str, Any]]]:
         raise NotImplementedError
 
@@ -88,6 +98,13 @@ class ProcessSplitsFn(beam.DoFn):
         if completion.exists(self.version_dir, key):
             self.skipped.inc()
             return
+        carried = self.work.carried(key, item)
+        if carried is not None:
+            completion.write(
+                self.version_dir, key, {**carried, "split": key, "attempt": f"carried:{self.attempt}"}
+            )
+            yield key
+            return
         writers: dict[str, storage.ShardWriter] = {}
         stats: dict[str, Any] = {}
         for kind, row in self.work.rows(item, stats, **side):
@@ -107,6 +124,8 @@ class ProcessSplitsFn(beam.DoFn):
             writer.close()
             shards[kind] = [{**info, "split": key} for info in writer.written]
         record = {"split": key, "attempt": self.attempt, "shards": shards, "stats": stats}
+        if (identity := self.work.identity(key, item)) is not None:
+            record["input"] = identity
         completion.write(self.version_dir, key, record)
         yield key
 
@@ -293,6 +312,9 @@ def run_stage(
                 "carried": len(carried),
                 "processed": sum(1 for r in records.values() if r.get("attempt") == attempt),
             }
+            resume_info["carried"] += sum(
+                1 for r in records.values() if r.get("attempt") == f"carried:{attempt}"
+            )
         else:
             entries = {kind: storage.collect_shards(version.dir(kind)) for kind in kinds}
         if inputs and kinds and not any(e["shards"] for e in entries.values()):
@@ -307,8 +329,10 @@ def run_stage(
             extra.setdefault("counters_note", COUNTERS_UNAVAILABLE)
         if resume_info:
             extra["resume"] = resume_info
-            extra["carry_key"] = carry_key
-            extra["carried_from"] = carry.carried_from(entries)
+            extra["carry_key"] = extra.get("carry_key", carry_key)
+            extra["carried_from"] = sorted(
+                set(carry.carried_from(entries)) | set(extra.get("carried_from", ()))
+            )
             carry.write_splits(version, records, split_inputs)
         fs.rmtree(version.path / completion.DONE)
         manifest = tx.commit(config=config, upstream=upstream, entries=entries, extra=extra)

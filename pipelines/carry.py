@@ -14,6 +14,7 @@ carried, which retracts its documents. Pruning keeps every version a kept versio
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,19 @@ from typing import Any
 from pipelines import storage
 
 SPLITS_FILE = "splits.json"
+BATCH_KEY = re.compile(r"^b(\d+)-")
+
+
+def batch_key(batch: int, index: int) -> str:
+    """Key of the ``index``-th new split of input batch ``batch`` (``raw``); downstream split keys
+    start with it (they are upstream shard names), so every stage knows a document's batch."""
+    return f"b{batch:04d}-{index:05d}"
+
+
+def batch_of(key: str) -> int:
+    """The input batch of a split key (0 for keys of no batch)."""
+    m = BATCH_KEY.match(key)
+    return int(m.group(1)) if m else 0
 
 
 @dataclass(frozen=True)
@@ -55,8 +69,26 @@ def read_splits(version: storage.StageVersion) -> dict[str, dict[str, Any]]:
 def write_splits(
     version: storage.StageVersion, records: Mapping[str, Mapping[str, Any]], inputs: Mapping[str, str] | None
 ) -> None:
-    body = {k: {"input": (inputs or {}).get(k), "stats": r["stats"]} for k, r in sorted(records.items())}
+    body = {
+        k: {"input": r.get("input") or (inputs or {}).get(k), "stats": r["stats"]}
+        for k, r in sorted(records.items())
+    }
     storage.atomic_write_json(version.path / SPLITS_FILE, body)
+
+
+def split_entries(prev: storage.StageVersion, kinds: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per split of ``prev``: the input identity it read, its shards (pointing at where they live) and
+    its statistics."""
+    manifest = prev.manifest()
+    shards: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for kind in kinds:
+        for s in (manifest.get(kind) or {}).get("shards", []):
+            entry = {**s, "version": s.get("version", prev.name)}
+            shards.setdefault(s.get("split", ""), {}).setdefault(kind, []).append(entry)
+    return {
+        key: {"input": split["input"], "shards": shards.get(key, {}), "stats": split["stats"]}
+        for key, split in read_splits(prev).items()
+    }
 
 
 def carried_records(
@@ -64,22 +96,12 @@ def carried_records(
 ) -> dict[str, dict[str, Any]]:
     """Completion records, pointing at ``prev``'s shards, for every key of ``inputs`` whose input
     identity equals the one ``prev`` processed under the same key."""
-    manifest, done = prev.manifest(), read_splits(prev)
-    shards: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for kind in kinds:
-        for s in (manifest.get(kind) or {}).get("shards", []):
-            entry = {**s, "version": s.get("version", prev.name)}
-            shards.setdefault(s.get("split", ""), {}).setdefault(kind, []).append(entry)
+    earlier = split_entries(prev, kinds)
     out = {}
     for key, identity in inputs.items():
-        earlier = done.get(key)
-        if earlier is not None and identity is not None and earlier.get("input") == identity:
-            out[key] = {
-                "split": key,
-                "attempt": f"carried:{prev.name}",
-                "shards": shards.get(key, {}),
-                "stats": earlier["stats"],
-            }
+        split = earlier.get(key)
+        if split is not None and identity is not None and split["input"] == identity:
+            out[key] = {**split, "split": key, "attempt": f"carried:{prev.name}"}
     return out
 
 

@@ -564,6 +564,8 @@ def plan_batch(
     identity the previous version read keeps its key (and is carried); the others, files that are new
     or changed, get ``b<number>-<i>`` keys. Files the previous version read that are gone or changed
     are retracted (their splits are not carried)."""
+    from pipelines import carry
+
     known = {v["input"]: k for k, v in previous.items()}
     before = {json.loads(v["input"])[0]: json.loads(v["input"])[1:3] for v in previous.values()}
     now = {s.source: [s.size, s.stamp] for s in splits}
@@ -571,7 +573,7 @@ def plan_batch(
     for split in splits:
         key = known.get(split_identity(split))
         if key is None:
-            key, fresh = f"b{number:04d}-{fresh:05d}", fresh + 1
+            key, fresh = carry.batch_key(number, fresh), fresh + 1
         keyed.append(dataclasses.replace(split, key=key))
     return Batch(
         number=number,

@@ -124,3 +124,54 @@ def test_the_cli_ingests_a_grown_directory_as_a_batch_and_full_rebuilds_on_reque
     assert "== raw: 150 in -> 150 out" in out and "carried" not in out
     manifest = storage.current_version(data, "clean").manifest()
     assert manifest["resume"]["processed"] == 5 and manifest["resume"]["carried"] == 0
+
+
+def test_incremental_dedup_equals_a_full_dedup_of_the_same_corpus_and_keeps_published_survivors(tmp_path):
+    corpus, data = tmp_path / "corpus", tmp_path / "data"
+    corpus.mkdir()
+    for f in range(6):
+        _write(corpus / f"f{f:02d}.jsonl", f)  # overlapping windows: many near-duplicate clusters
+    cfg = _cfg(corpus, data, keep_versions=2)
+    stages = ("raw", "clean", "dedup", "filtered")
+    first = {name: run_stage(name, cfg, _options()) for name in stages}
+    for f in (6, 7):  # a batch that overlaps the first one's text
+        _write(corpus / f"f{f:02d}.jsonl", f)
+    second = {name: run_stage(name, cfg, _options()) for name in stages}
+    dedup = second["dedup"].manifest
+    old_docs = first["clean"].manifest["stats"]["documents_out"]
+    assert dedup["stats"]["sketches_reused"] == old_docs  # old text was not read again
+    assert dedup["resume"]["carried"] > 0 and dedup["resume"]["processed"] >= 2  # the batch + touched splits
+    assert dedup["carried_from"] == [first["dedup"].version.name]
+    assert second["filtered"].manifest["resume"]["carried"] >= dedup["resume"]["carried"]  # by shard content
+
+    # a full dedup run of the same clean version decides exactly the same
+    full = run_stage("dedup", _cfg(corpus, data, keep_versions=2, incremental=False), _options())
+    assert full.manifest["stats"]["sketches_reused"] == 0
+    for kind in ("documents", "ledger", "clusters"):
+        assert [(s["path"], s["sha256"]) for s in dedup[kind]["shards"]] == [
+            (s["path"], s["sha256"]) for s in full.manifest[kind]["shards"]
+        ]
+
+    # published survivors stay: nothing kept by the first run is removed by the second
+    removed_now = {
+        r["doc_id"] for r in storage.iter_stage_rows(second["dedup"].version, "ledger", ["doc_id"])
+    }
+    assert not (_ids(first["dedup"].version) & removed_now)
+    # ...which is where a rebuild from scratch (every file one batch) may differ: only in clusters
+    # that mix documents of both batches
+    rebuilt = {
+        name: run_stage(name, _cfg(corpus, tmp_path / "rebuilt", incremental=False), _options())
+        for name in stages
+    }
+    differ = _ids(second["dedup"].version) ^ _ids(rebuilt["dedup"].version)
+    clusters = {
+        r["doc_id"]: r["cluster_id"]
+        for r in storage.iter_stage_rows(rebuilt["dedup"].version, "clusters", ["doc_id", "cluster_id"])
+    }
+    batch_of = {
+        r["id"]: r["source"]
+        for r in storage.iter_stage_rows(rebuilt["raw"].version, columns=["id", "source"])
+    }
+    for doc in differ:
+        members = [d for d, c in clusters.items() if c == clusters[doc]]
+        assert {batch_of[d] in ("f06.jsonl", "f07.jsonl") for d in members} == {True, False}

@@ -37,9 +37,15 @@ class ComponentClusters(NamedTuple):
     comparisons: int  # signature comparisons made (the work: k per pass at most)
 
 
-def survivor_order(ids: Sequence[str], quality: Sequence[float | None], length: Sequence[int]) -> np.ndarray:
+def survivor_order(
+    ids: Sequence[str],
+    quality: Sequence[float | None],
+    length: Sequence[int],
+    batch: Sequence[int] | None = None,
+) -> np.ndarray:
     """Member indices sorted by the survivor rule (best first)."""
-    keys = [survivor_key(i, q, n) for i, q, n in zip(ids, quality, length, strict=True)]
+    batches = batch if batch is not None else [0] * len(ids)
+    keys = [survivor_key(i, q, n, b) for i, q, n, b in zip(ids, quality, length, batches, strict=True)]
     return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
 
 

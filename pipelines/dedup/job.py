@@ -17,7 +17,9 @@ completion records; none is read from Beam counters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
@@ -40,6 +42,8 @@ from pipelines.stage import StageJob, StageResult
 EXAMPLE_MEMBERS = 4  # the survivor and the first removed members by id, per example cluster
 EXAMPLE_CHARS = 400
 SCRATCH = "_scratch"  # under the version directory; removed before the commit
+INDEX = "index"  # under the version directory: the records of every chunk, kept (the sketch cache)
+KINDS = ("documents", "ledger", "clusters")
 
 
 class FilterWork(SplitWork):
@@ -49,17 +53,46 @@ class FilterWork(SplitWork):
 
     schemas = {"documents": schemas.DOCUMENTS, "ledger": schemas.LEDGER, "clusters": schemas.CLUSTERS}
 
-    def __init__(self, plan: steps.Plan) -> None:
+    def __init__(
+        self,
+        plan: steps.Plan,
+        inputs: Mapping[str, str] | None = None,
+        previous: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.plan = plan
+        self.inputs = dict(inputs or {})  # split key -> upstream shard sha256
+        self.previous = dict(
+            previous or {}
+        )  # split key -> the previous version's split (carry.split_entries)
+        self._decided: tuple[int, dict[int, tuple[str, str, float]], str] | None = None
         self.kept = counter("dedup.kept")
         self.exact = counter("dedup.removed.exact-duplicate")
         self.near = counter("dedup.removed.near-duplicate")
+
+    def _decisions(self, index: int) -> tuple[dict[int, tuple[str, str, float]], str]:
+        """The split's decisions and a digest of them (read once per split)."""
+        if self._decided is None or self._decided[0] != index:
+            decided = steps.split_decisions(self.plan, index)
+            digest = hashlib.sha256(json.dumps(sorted(decided.items())).encode()).hexdigest()[:32]
+            self._decided = (index, decided, digest)
+        return self._decided[1], self._decided[2]
+
+    def identity(self, key: str, item: tuple[str, int, list[str]]) -> str | None:
+        """Shard checksum + digest of the split's decisions: a split's output depends on nothing else."""
+        return f"{self.inputs[key]}:{self._decisions(item[1])[1]}" if key in self.inputs else None
+
+    def carried(self, key: str, item: tuple[str, int, list[str]]) -> dict[str, Any] | None:
+        earlier = self.previous.get(key)
+        identity = self.identity(key, item)
+        if earlier is None or identity is None or earlier["input"] != identity:
+            return None
+        return {"input": identity, "shards": earlier["shards"], "stats": earlier["stats"]}
 
     def rows(
         self, item: tuple[str, int, list[str]], stats: dict[str, Any], **side: Any
     ) -> Iterator[tuple[str, dict]]:
         path, index, example_ids = item
-        decided = steps.split_decisions(self.plan, index)
+        decided = self._decisions(index)[0]
         wanted = set(example_ids)
         examples: list[dict] = []
         alone = matched = 0
@@ -125,6 +158,7 @@ def build_dedup(
     cfg: CorpusforgeConfig,
     out_dir: str,
     attempt: str,
+    work: FilterWork | None = None,
 ) -> None:
     """The whole job (see the module docstring); statistic ``dedup`` of the steps, and per split its
     completion record (``FilterWork``)."""
@@ -142,7 +176,7 @@ def build_dedup(
         decided
         | "SplitTasks" >> beam.FlatMap(split_tasks)
         | "DistributeSplits" >> beam.Reshuffle()
-        | "Filter" >> beam.ParDo(ProcessSplitsFn(out_dir, FilterWork(plan), cfg.output, attempt))
+        | "Filter" >> beam.ParDo(ProcessSplitsFn(out_dir, work or FilterWork(plan), cfg.output, attempt))
     )
     _ = (
         (sketched, merged, comps, decided)
@@ -184,6 +218,7 @@ def _finalize(
         verified_pairs=job.get("verified_pairs", 0),
         components=job.get("components", 0),
         largest_component=job.get("largest_component_max", 0),
+        sketches_reused=job.get("sketches_reused", 0),
         chains={
             "split_components": job.get("split_components", 0),
             "cut_members": job.get("cut_members", 0),
@@ -204,22 +239,60 @@ def _finalize(
 
 
 def run(job: StageJob) -> StageResult:
-    """Deduplicate the job's upstream (clean) documents into a new version (one Beam job)."""
+    """Deduplicate the job's upstream (clean) documents into a new version (one Beam job).
+
+    Incremental (``output.incremental`` and the current version made with the same config and code):
+    the records of unchanged upstream shards are re-used (the sketch cache under ``index/``, text is
+    not read again), every step then runs over the whole corpus, so the decisions are exactly those
+    of a full run, and a split whose shard and decisions are both unchanged is carried, not
+    re-written."""
+    from pipelines import carry
+    from pipelines.beam_stage import shard_checksums
+    from pipelines.config import fingerprint
+
     cfg = job.cfg
+    section = {job.name: to_dict(cfg.dedup)}
+    carry_key = fingerprint(job.name, section)
+    inputs = shard_checksums(job.upstream_version(0))
+    prev = carry.previous(job.data_dir, job.name, carry_key) if cfg.output.incremental else None
+    homes: dict[str, str] = {}  # shard sha256 -> the version whose index holds its records
+    previous: dict[str, dict[str, Any]] = {}
+    if prev is not None:
+        homes = {
+            sha: name
+            for sha, name in (prev.manifest().get("sketches") or {}).items()
+            if sha in inputs.values()
+        }
+        previous = carry.split_entries(prev, KINDS)
+    state: dict[str, Any] = {}
 
     def build(p: beam.Pipeline, splits: list[tuple[str, str]], v: storage.StageVersion, run: Any) -> None:
         work = scratch_dir(str(v.path))
         fs.mkdirs(fs.path(work))
-        plan = steps.make_plan(splits, cfg.dedup, work)
-        build_dedup(p, plan, splits, cfg, str(v.path), run.attempt)
+        root = str(v.root)
+        cache = {sha: f"{root}/{name}/{INDEX}" for sha, name in homes.items()}
+        plan = steps.make_plan(
+            splits, cfg.dedup, work, records_dir=f"{v.path}/{INDEX}", inputs=inputs, cache=cache
+        )
+        state["sketches"] = {sha: homes.get(sha, v.name) for sha in sorted(set(inputs.values()))}
+        work_fn = FilterWork(plan, inputs, previous)
+        build_dedup(p, plan, splits, cfg, str(v.path), run.attempt, work_fn)
+
+    def finalize(
+        v: storage.StageVersion, counters: Any, entries: dict, up_docs: dict, split_stats: list
+    ) -> dict:
+        extra = _finalize(v, entries, up_docs, split_stats, cfg)
+        sketches = state.get("sketches", {})
+        extra["sketches"] = sketches
+        extra["carry_key"] = carry_key
+        extra["carried_from"] = sorted({name for name in sketches.values() if name != v.name})
+        return extra
 
     return run_downstream_stage(
         job,
-        section={job.name: to_dict(cfg.dedup)},
+        section=section,
         build=build,
-        finalize=lambda v, counters, entries, up_docs, split_stats: _finalize(
-            v, entries, up_docs, split_stats, cfg
-        ),
-        kinds=("documents", "ledger", "clusters"),
-        carry=False,  # a split's decisions depend on every other split
+        finalize=finalize,
+        kinds=KINDS,
+        carry=False,  # decided per split in the workers (FilterWork.carried): decisions are global
     )

@@ -99,12 +99,28 @@ def write_table(path: str, table: pa.Table) -> None:
 
 def record_dtype(sig_values: int, sig_itemsize: int) -> np.dtype:
     """Record layout: signature (``sig_values`` unsigned values, 0 for none), whether the document has
-    one, quality (NaN for none), length, and the doc id's offset and length in the ids blob."""
+    one, its exact key (128 bits) and whether it has one, quality (NaN for none), length, and the doc
+    id's offset and length in the ids blob. Everything the later steps need, so the records of an
+    unchanged upstream shard are a sketch cache (the text is not read again)."""
     fields: list[tuple[Any, ...]] = []
     if sig_values:
         fields.append(("sig", f"<u{sig_itemsize}", (sig_values,)))
-    fields += [("has_sig", "u1"), ("quality", "<f8"), ("length", "<i8"), ("id_off", "<u8"), ("id_len", "<u4")]
+    fields += [
+        ("has_sig", "u1"),
+        ("exact", "<u8", (2,)),
+        ("has_exact", "u1"),
+        ("quality", "<f8"),
+        ("length", "<i8"),
+        ("id_off", "<u8"),
+        ("id_len", "<u4"),
+    ]
     return np.dtype(fields)
+
+
+def read_all_records(base: str, dtype: np.dtype) -> np.ndarray:
+    """Every record of ``<base>.rec``."""
+    with fs.open_read(f"{base}.rec") as fh:
+        return np.frombuffer(fh.read(), dtype=dtype).copy()
 
 
 def write_records(base: str, records: np.ndarray, ids: Sequence[str]) -> None:

@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import fs, storage
+from pipelines.carry import batch_of
 from pipelines.config import DedupConfig
 from pipelines.dedup import spill
 from pipelines.dedup.clusters import survivor_clusters, survivor_order
@@ -77,6 +78,9 @@ class Chunk:
     end_group: int
     first_row: int  # row of the chunk's first document within its split
     rows: int
+    records: str = ""  # base path of its fixed-width records (default: in the work directory)
+    cached: bool = False  # the records exist already (an unchanged shard): sketching only reads them
+    batch: int = 0  # the input batch of its split (the first key of the survivor rule)
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,11 @@ class Plan:
         return spill.record_dtype(self.cfg.num_perm if self.cfg.near else 0, itemsize)
 
     def records(self, chunk: int) -> str:
-        return f"{self.work}/rec/{chunk:06d}"
+        return self.chunks[chunk].records or f"{self.work}/rec/{chunk:06d}"
+
+    def batches(self) -> np.ndarray:
+        """Input batch of each chunk (by chunk index)."""
+        return np.array([c.batch for c in self.chunks], dtype=np.int64)
 
     def keys(self, chunk: int) -> str:
         return f"{self.work}/keys/{chunk:06d}.parquet"
@@ -133,19 +141,37 @@ class Plan:
         return f"{self.work}/decisions/{q:05d}.parquet"
 
 
-def make_plan(splits: Sequence[tuple[str, str]], cfg: DedupConfig, work: str) -> Plan:
+def make_plan(
+    splits: Sequence[tuple[str, str]],
+    cfg: DedupConfig,
+    work: str,
+    *,
+    records_dir: str = "",
+    inputs: Mapping[str, str] | None = None,
+    cache: Mapping[str, str] | None = None,
+) -> Plan:
     """Chunks of about ``cfg.chunk_rows`` documents from the shards' row groups, and partition counts
-    that keep every partition near ``cfg.partition_rows`` rows."""
+    that keep every partition near ``cfg.partition_rows`` rows.
+
+    With ``inputs`` (split key -> shard sha256) the records of a chunk are named by its shard's
+    checksum and its place in the shard, under ``records_dir``; ``cache`` (sha256 -> a records
+    directory of an earlier version) marks the chunks of unchanged shards as cached."""
     partition_rows = cfg.partition_rows
     chunks: list[Chunk] = []
-    for s, (_, path) in enumerate(splits):
+    for s, (key, path) in enumerate(splits):
         with storage.open_parquet(path) as pf:
             sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+        sha = (inputs or {}).get(key, "")
+        home = (cache or {}).get(sha, "") if sha else ""
         start, rows, first_row = 0, 0, 0
         for g, n in enumerate(sizes):
             rows += n
             if rows >= cfg.chunk_rows or g == len(sizes) - 1:
-                chunks.append(Chunk(len(chunks), s, path, start, g + 1, first_row, rows))
+                j = len(chunks)
+                name = f"{sha[:32]}-{start:05d}" if sha else ""
+                records = f"{home or records_dir}/{name}" if name and (home or records_dir) else ""
+                batch = batch_of(key)
+                chunks.append(Chunk(j, s, path, start, g + 1, first_row, rows, records, bool(home), batch))
                 start, first_row, rows = g + 1, first_row + rows, 0
     docs = sum(c.rows for c in chunks)
     bands, rows_per_band = optimal_bands_rows(cfg.threshold, cfg.num_perm, cfg.fp_weight, cfg.fn_weight)
@@ -198,7 +224,52 @@ def band_key_columns(sigs: np.ndarray, band: int, rows: int) -> tuple[np.ndarray
 
 
 def sketch_chunk(chunk: Chunk, plan: Plan) -> dict[str, int]:
-    """Step 1 for one chunk: records and partitioned keys (see the module docstring)."""
+    """Step 1 for one chunk: records (read back when cached) and partitioned keys (see the module
+    docstring)."""
+    if chunk.cached:
+        rec = spill.read_all_records(plan.records(chunk.index), plan.record_dtype())
+        if len(rec) != chunk.rows:
+            raise RuntimeError(
+                f"cached records {plan.records(chunk.index)}: {len(rec)} rows, expected {chunk.rows}"
+            )
+    else:
+        rec = _sketch_records(chunk, plan)
+    n = len(rec)
+    cfg = plan.cfg
+    gid = (np.uint64(chunk.index) << np.uint64(ROW_BITS)) | np.arange(n, dtype=np.uint64)
+    cols: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # k1, k2, gid, part
+    if cfg.near:
+        signed = np.flatnonzero(rec["has_sig"])
+        sig = rec["sig"][signed]
+        for b in range(plan.bands):
+            k1, k2 = band_key_columns(sig, b, plan.rows)
+            part = b * plan.band_parts + (_mix64(k1 ^ k2) % np.uint64(plan.band_parts)).astype(np.int64)
+            cols.append((k1, k2, gid[signed], part))
+    if cfg.exact:
+        keyed = np.flatnonzero(rec["has_exact"])
+        raw = rec["exact"][keyed]
+        first = plan.bands * plan.band_parts if cfg.near else 0
+        part = first + (raw[:, 0] % np.uint64(plan.exact_parts)).astype(np.int64)
+        cols.append((raw[:, 0], raw[:, 1], gid[keyed], part))
+    if cols:
+        table = pa.table(
+            {
+                "k1": np.concatenate([c[0] for c in cols]),
+                "k2": np.concatenate([c[1] for c in cols]),
+                "gid": np.concatenate([c[2] for c in cols]),
+            },
+            schema=KEYS,
+        )
+        spill.write_partitioned(plan.keys(chunk.index), table, np.concatenate([c[3] for c in cols]))
+    return {
+        "documents": n,
+        "without_shingles": int(n - rec["has_sig"].sum()),
+        "sketches_reused": n if chunk.cached else 0,
+    }
+
+
+def _sketch_records(chunk: Chunk, plan: Plan) -> np.ndarray:
+    """Exact key and MinHash signature of every document of a chunk, as fixed-width records (written)."""
     cfg = plan.cfg
     sketcher = DocumentSketcher(cfg)
     ids: list[str] = []
@@ -222,42 +293,18 @@ def sketch_chunk(chunk: Chunk, plan: Plan) -> dict[str, int]:
     n = len(ids)
     if n != chunk.rows:
         raise RuntimeError(f"chunk {chunk.index} of {chunk.path}: read {n} rows, expected {chunk.rows}")
-    dtype = plan.record_dtype()
-    rec = np.zeros(n, dtype=dtype)
-    has_sig = np.concatenate(has) if has else np.zeros(0, dtype=bool)
-    rec["has_sig"] = has_sig
+    rec = np.zeros(n, dtype=plan.record_dtype())
+    rec["has_sig"] = np.concatenate(has) if has else np.zeros(0, dtype=bool)
     rec["quality"] = quality
     rec["length"] = length
-    sig = np.concatenate(sigs) if sigs else None
-    if sig is not None:
-        rec["sig"] = sig
+    if sigs and cfg.near:
+        rec["sig"] = np.concatenate(sigs)
+    keyed = [i for i, k in enumerate(keys) if k is not None]
+    if keyed:
+        rec["exact"][keyed] = np.frombuffer(b"".join(keys[i] for i in keyed), dtype="<u8").reshape(-1, 2)  # type: ignore[misc]
+        rec["has_exact"][keyed] = 1
     spill.write_records(plan.records(chunk.index), rec, ids)
-
-    gid = (np.uint64(chunk.index) << np.uint64(ROW_BITS)) | np.arange(n, dtype=np.uint64)
-    cols: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # k1, k2, gid, part
-    if cfg.near and sig is not None:
-        signed = np.flatnonzero(has_sig)
-        for b in range(plan.bands):
-            k1, k2 = band_key_columns(sig[signed], b, plan.rows)
-            part = b * plan.band_parts + (_mix64(k1 ^ k2) % np.uint64(plan.band_parts)).astype(np.int64)
-            cols.append((k1, k2, gid[signed], part))
-    if cfg.exact:
-        keyed = [i for i, k in enumerate(keys) if k is not None]
-        raw = np.frombuffer(b"".join(keys[i] for i in keyed), dtype="<u8").reshape(-1, 2)  # type: ignore[misc]
-        first = plan.bands * plan.band_parts if cfg.near else 0
-        part = first + (raw[:, 0] % np.uint64(plan.exact_parts)).astype(np.int64)
-        cols.append((raw[:, 0], raw[:, 1], gid[keyed], part))
-    if cols:
-        table = pa.table(
-            {
-                "k1": np.concatenate([c[0] for c in cols]),
-                "k2": np.concatenate([c[1] for c in cols]),
-                "gid": np.concatenate([c[2] for c in cols]),
-            },
-            schema=KEYS,
-        )
-        spill.write_partitioned(plan.keys(chunk.index), table, np.concatenate([c[3] for c in cols]))
-    return {"documents": n, "without_shingles": int(n - has_sig.sum())}
+    return rec
 
 
 # --------------------------------------------------------------------------------------------------
@@ -399,7 +446,10 @@ def _exact_pairs(part: int, plan: Plan, gid: np.ndarray, start: np.ndarray) -> d
         uniq, inverse = np.unique(g, return_inverse=True)
         recs, ids = fetch(plan, uniq)
         q, n = recs["quality"].tolist(), recs["length"].tolist()
-        keys = [survivor_key(ids[i], None if math.isnan(q[i]) else q[i], n[i]) for i in inverse.tolist()]
+        batch = plan.batches()[(uniq >> np.uint64(ROW_BITS)).astype(np.int64)].tolist()
+        keys = [
+            survivor_key(ids[i], None if math.isnan(q[i]) else q[i], n[i], batch[i]) for i in inverse.tolist()
+        ]
         group_of = start[grouped]
         cuts = np.flatnonzero(np.diff(group_of)) + 1
         for pos in np.split(np.arange(len(grouped)), cuts):
@@ -496,10 +546,15 @@ def components(plan: Plan) -> dict[str, int]:
 
 
 def _component(
-    ids: list[str], recs: np.ndarray, exact_pos: np.ndarray, threshold: float, max_passes: int
+    ids: list[str],
+    recs: np.ndarray,
+    exact_pos: np.ndarray,
+    threshold: float,
+    max_passes: int,
+    batch: np.ndarray | None = None,
 ) -> tuple[list[tuple[int, dict[str, Any]]], dict[str, int]]:
     """``(member index, decision)`` for one component's members (``exact_pos[i]``: index of member i's exact survivor,
-    or -1), with the chain statistics."""
+    or -1; ``batch[i]``: its input batch), with the chain statistics."""
     near = np.flatnonzero(exact_pos < 0)
     stats = {"survivor_comparisons": 0, "split_components": 0, "cut_members": 0, "unresolved": 0}
     out: dict[int, dict[str, Any]] = {}
@@ -509,7 +564,10 @@ def _component(
     else:
         q = recs["quality"][near].tolist()
         order = survivor_order(
-            [ids[i] for i in near], [None if math.isnan(x) else x for x in q], recs["length"][near].tolist()
+            [ids[i] for i in near],
+            [None if math.isnan(x) else x for x in q],
+            recs["length"][near].tolist(),
+            None if batch is None else batch[near].tolist(),
         )
         res = survivor_clusters(order, recs["sig"][near], threshold, max_passes)
         size = np.bincount(res.survivor, minlength=len(near))
@@ -540,6 +598,7 @@ def decide_partition(q: int, plan: Plan) -> dict[str, Any]:
     recs_u, ids_u = fetch(plan, uniq)
     recs, ids = recs_u[inverse], [ids_u[i] for i in inverse.tolist()]
     cuts = np.flatnonzero(np.diff(root)) + 1
+    batches = plan.batches()[(gid >> np.uint64(ROW_BITS)).astype(np.int64)]
     rows: list[dict[str, Any]] = []
     where: list[int] = []
     stats: dict[str, Any] = {}
@@ -550,7 +609,12 @@ def decide_partition(q: int, plan: Plan) -> dict[str, Any]:
         # an exact survivor is in its duplicates' component, and gids are sorted within it
         exact_pos = np.where(ex == NONE, -1, np.searchsorted(gid[members], ex)).astype(np.int64)
         decided, st = _component(
-            [ids[i] for i in members], recs[members], exact_pos, plan.cfg.threshold, plan.cfg.max_passes
+            [ids[i] for i in members],
+            recs[members],
+            exact_pos,
+            plan.cfg.threshold,
+            plan.cfg.max_passes,
+            batches[members],
         )
         stats = merge_stats([stats, st])
         where += [int(members[i]) for i, _ in decided]

@@ -1,8 +1,11 @@
 """Which document of a duplicate cluster is kept.
 
-Rule, identical for exact and near duplicates: the highest ``quality`` (the cleaning stage's score;
-``None`` or NaN counts lowest), then the longest text in characters, then the smallest doc id (string
-order). It depends only on the members' values, never on input order or worker count.
+Rule, identical for exact and near duplicates: the earliest input *batch* (``raw`` ingests a grown
+input directory as batches, ``pipelines.carry``: a document already published stays the survivor when
+a later batch brings a duplicate of it, so incremental runs never retract what they kept), then the
+highest ``quality`` (the cleaning stage's score; ``None`` or NaN counts lowest), then the longest text
+in characters, then the smallest doc id (string order). It depends only on the members' values, never
+on input order or worker count.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from collections.abc import Iterable
 from typing import Any
 
 
-def survivor_key(doc_id: str, quality: float | None, length: int) -> tuple[float, int, str]:
+def survivor_key(
+    doc_id: str, quality: float | None, length: int, batch: int = 0
+) -> tuple[int, float, int, str]:
     """Sort key whose minimum is the survivor."""
     q = -math.inf if quality is None or math.isnan(quality) else float(quality)
-    return (-q, -int(length), doc_id)
+    return (int(batch), -q, -int(length), doc_id)
 
 
 def choose_survivor(members: Iterable[tuple[str, float | None, int]]) -> str:

@@ -34,11 +34,27 @@ def tokenizer_path(version: storage.StageVersion) -> str:
 
 
 def run(job: StageJob) -> StageResult:
-    """Train the tokenizer on the job's upstream documents into a new version."""
+    """Train the tokenizer on the job's upstream documents into a new version.
+
+    Incremental (``output.incremental``): a current tokenizer trained with the same config and code
+    is kept when the corpus grows, so new batches are tokenized with the vocabulary the existing token
+    shards use; retraining is explicit (``corpusforge run --full`` or ``output.incremental: false``)."""
+    from pipelines import carry
+
     cfg = job.cfg
     upstream = job.upstream_version(0)
     section = {"tokenizer": to_dict(cfg.tokenizer), "val_fraction": cfg.tokens.val_fraction}
     fp = fingerprint(job.name, section, upstream.name)
+    carry_key = fingerprint(job.name, section)
+    current = carry.previous(job.data_dir, job.name, carry_key) if cfg.output.incremental else None
+    if current is not None:
+        trained_on = current.manifest().get("upstream", {}).get(upstream.stage)
+        if trained_on != upstream.name:
+            job.log(
+                f"{job.name}: keeping {current.name} (trained on {upstream.stage} {trained_on}); "
+                "retrain with --full or output.incremental: false"
+            )
+        return StageResult(current, current.manifest(), reused=True)
     keep = cfg.output.keep_versions
     with storage.transaction(job.data_dir, job.name, fp, reuse=job.reuse, keep_versions=keep) as tx:
         if tx.reused is not None:
@@ -101,6 +117,7 @@ def run(job: StageJob) -> StageResult:
                 "stats_seconds": round(time.perf_counter() - start, 3),
             },
         }
+        extra["carry_key"] = carry_key
         manifest = tx.commit(config=section, upstream={upstream.stage: upstream.name}, extra=extra)
     log.info(
         "tokenizer %s: vocab %d from %d sampled documents",

@@ -122,6 +122,27 @@ def stage_metadata(
         "path": dg.MetadataValue.path(str(version.path)),
         "reused_existing_output": dg.MetadataValue.bool(reused),
     }
+    work = manifest.get("resume") or {}
+    if work:  # what this materialization processed, carried from earlier versions, resumed
+        meta["splits_processed"] = dg.MetadataValue.int(int(work.get("processed", 0)))
+        meta["splits_carried"] = dg.MetadataValue.int(int(work.get("carried", 0)))
+        meta["splits_done_before_resume"] = dg.MetadataValue.int(int(work.get("done_before", 0)))
+    if batch := manifest.get("batch"):
+        meta["batch"] = dg.MetadataValue.int(int(batch.get("number", 0)))
+        meta["batch_files"] = dg.MetadataValue.md(
+            markdown_table(
+                [
+                    {
+                        "new files": batch.get("new_files", 0),
+                        "changed files": batch.get("changed_files", 0),
+                        "removed files": batch.get("removed_files", 0),
+                        "documents read": batch.get("documents", 0),
+                        "quarantined": batch.get("quarantined", 0),
+                    }
+                ],
+                ["new files", "changed files", "removed files", "documents read", "quarantined"],
+            )
+        )
     if langs and set(langs) != {"und"}:
         total = max(1, sum(langs.values()))
         meta["languages"] = dg.MetadataValue.md(

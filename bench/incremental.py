@@ -3,8 +3,8 @@
 Three measurements on one corpus built by ``bench/make_text_corpus.py`` (``--mb`` MB in ``--files``
 files; the last ``--batch-files`` files are the new batch, ~5 % by default):
 
-* ``full``: the curation stages ``raw, clean, dedup, filtered`` over the whole corpus from scratch
-  (``output.incremental: false``), in a fresh data directory.
+* ``full``: the data job (every stage up to ``tokens``, ``assets.graph.DATA_STAGES``) over the whole
+  corpus from scratch (``output.incremental: false``), in a fresh data directory.
 * ``incremental``: the same stages over the corpus without the batch, then (measured) again after
   the batch files are added: ``raw`` ingests the batch, the split stages carry what did not change.
   The kept documents and the removals by reason are compared with ``full``.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from clean_throughput import TreeMemorySampler, machine_facts  # noqa: E402
 
-STAGES = ("raw", "clean", "dedup", "filtered")
+STAGES = ("raw", "clean", "dedup", "filtered")  # compared document by document
 
 CHILD = """
 import json, sys, time
@@ -156,7 +156,9 @@ def main() -> None:
         corpus.mkdir()
         for f in files:
             os.link(f, corpus / f.name)
-    full = run_child(_overrides(corpus, args.work / "data-full", False, args.workers), STAGES)
+    from assets.graph import DATA_STAGES
+
+    full = run_child(_overrides(corpus, args.work / "data-full", False, args.workers), DATA_STAGES)
     emit({**base, "mode": "full", **full}, args.out)
 
     grown = args.work / "grown"  # starts without the batch, then gains it
@@ -166,11 +168,11 @@ def main() -> None:
     for f in files:
         if f not in batch:
             os.link(f, grown / f.name)
-    first = run_child(_overrides(grown, args.work / "data-inc", True, args.workers), STAGES)
+    first = run_child(_overrides(grown, args.work / "data-inc", True, args.workers), DATA_STAGES)
     emit({**base, "mode": "incremental-first", **first}, args.out)
     for f in batch:
         os.link(f, grown / f.name)
-    inc = run_child(_overrides(grown, args.work / "data-inc", True, args.workers), STAGES)
+    inc = run_child(_overrides(grown, args.work / "data-inc", True, args.workers), DATA_STAGES)
     diff = compare(kept_and_removed(args.work / "data-inc"), kept_and_removed(args.work / "data-full"))
     emit(
         {

@@ -64,7 +64,8 @@ def read_all(directory: fs.Location) -> dict[str, dict[str, Any]]:
 
 def resumable(fn: Callable[[Any, Any], dict[str, Any]], directory: str, name: str) -> Callable[..., Any]:
     """``fn(task, plan) -> stats`` that records its statistics under ``<name>-<task key>`` and, when
-    the record exists already (a resumed run), returns them without running ``fn`` again.
+    the record exists already (a resumed run), returns them (plus ``tasks_resumed: 1``) without
+    running ``fn`` again.
 
     Statistics go through JSON either way, so resumed and fresh tasks combine alike."""
 
@@ -72,7 +73,7 @@ def resumable(fn: Callable[[Any, Any], dict[str, Any]], directory: str, name: st
         key = f"{name}-{task_key(task)}"
         found = read(directory, key)
         if found is not None:
-            return found["stats"]
+            return {**found["stats"], "tasks_resumed": 1}
         stats = json.loads(json.dumps(fn(task, plan), default=_plain))
         write(directory, key, {"stats": stats})
         return stats

@@ -42,6 +42,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from pipelines import fs, storage
+from training.token_format import entry_path
 
 CARD_FILE = "README.md"
 HF_SPLITS = {"train": "train", "val": "validation"}  # corpusforge split -> Hugging Face split name
@@ -274,7 +275,7 @@ def _iter_windows(
     """``(shard index, record batch)`` of every shard of ``split``, in order."""
     for k, shard in enumerate(manifest["splits"][split]["shards"]):
         with contextlib.ExitStack() as stack:
-            reader = _open_ipc_file(version.path / shard["path"], stack)
+            reader = _open_ipc_file(entry_path(version.path, shard), stack)
             for i in range(reader.num_record_batches):
                 yield k, reader.get_batch(i)
 
@@ -323,7 +324,7 @@ def export_tokens_hf(
                     sink = stack.enter_context(fs.open_write(root / name / rel))
                     writer = stack.enter_context(ipc.new_stream(sink, schema))
                     if shard is not None:
-                        reader = _open_ipc_file(version.path / shard["path"], stack)
+                        reader = _open_ipc_file(entry_path(version.path, shard), stack)
                         for i in range(reader.num_record_batches):
                             batch = reader.get_batch(i)
                             writer.write_batch(pa.RecordBatch.from_arrays([batch.column(0)], schema=schema))
@@ -421,7 +422,7 @@ def _document_lengths(
         raise ExportError(f"{version.name}: split {split!r} has no document index; cannot recover documents")
     pending = 0  # tokens of the document still open at the end of the previous batch
     for f in files:
-        with storage.open_parquet(version.path / f["path"]) as pf:
+        with storage.open_parquet(entry_path(version.path, f)) as pf:
             for batch in pf.iter_batches(batch_size=1 << 16, columns=["doc_token_start", "length"]):
                 starts = batch.column(0).to_numpy(zero_copy_only=False) == 0
                 lengths = batch.column(1).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -125,3 +125,49 @@ def test_a_killed_stage_resumes_and_commits_what_an_uninterrupted_run_does(
     assert _shards(fresh.manifest) == _shards(resumed.manifest)
     assert fresh.manifest["stats"] == resumed.manifest["stats"]
     assert storage.current_version(data, stage).name == fresh.version.name
+
+
+@pytest.mark.slow
+def test_a_killed_dedup_resumes_from_its_finished_step_tasks(tmp_path: Path) -> None:
+    corpus, data = tmp_path / "corpus", tmp_path / "data"
+    _corpus(corpus, DOCS_PER_FILE["clean"])
+    cfg = load_config(overrides={"paths": {"input": str(corpus), "data_dir": str(data)}})
+    for stage in ("raw", "clean"):
+        run_stage(stage, cfg, _options())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(corpus), str(data), "dedup"],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def sketched() -> int:  # one sketch task per chunk: one per upstream shard here
+        return sum(1 for _ in (data / "dedup").glob("v-*/_scratch/_done/Sketch-*.json"))
+
+    deadline = time.monotonic() + 120
+    try:
+        while sketched() < FILES // 3:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:] if proc.stdout else ""
+            assert time.monotonic() < deadline, "dedup did not start sketching"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = sketched()
+    assert FILES // 3 <= done < FILES, "kill dedup while it sketches: make the corpus bigger"
+
+    resumed = run_stage("dedup", cfg, _options())
+    assert resumed.manifest["stats"]["tasks_resumed"] >= done  # finished sketches were not redone
+    full_cfg = load_config(
+        overrides={"paths": {"input": str(corpus), "data_dir": str(data)}, "output": {"incremental": False}}
+    )
+    fresh = run_stage("dedup", full_cfg, _options())
+    assert fresh.manifest["stats"]["tasks_resumed"] == 0
+    for kind in ("documents", "ledger", "clusters"):
+        assert [(s["path"], s["sha256"]) for s in resumed.manifest[kind]["shards"]] == [
+            (s["path"], s["sha256"]) for s in fresh.manifest[kind]["shards"]
+        ]
+    assert resumed.manifest["stats"]["removed_by_reason"] == fresh.manifest["stats"]["removed_by_reason"]

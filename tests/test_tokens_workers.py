@@ -25,6 +25,7 @@ def test_one_and_two_workers_give_identical_shards(tmp_path: Path):
     cfg = load_config(
         overrides={
             "paths": {"data_dir": str(tmp_path)},
+            "output": {"incremental": False},  # the second run recomputes, not appends nothing
             "tokenizer": {"vocab_size": 300},
             "tokens": {"seq_len": 31, "val_fraction": 0.2, "sequences_per_shard": 5, "encode_batch": 3},
         }

@@ -50,6 +50,7 @@ from training.token_format import (
     FORMAT,
     MappedShard,
     TokenDataError,
+    entry_path,
     file_sha256,
     read_manifest,
     shard_batch_rows,
@@ -133,7 +134,7 @@ class TokenDataset(IterableDataset):
         self.shard_paths: list[Path] = []
         starts, self._chunk_loc = [0], []
         for shard in splits[split].get("shards", []):
-            shard_path = self.root / shard["path"]
+            shard_path = entry_path(self.root, shard)
             rows = shard_batch_rows(shard_path, self.manifest["dtype"], self.window)
             if sum(rows) != int(shard["sequences"]):
                 raise TokenDataError(

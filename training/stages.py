@@ -49,6 +49,8 @@ def local_copy(version: storage.StageVersion) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         os.replace(partial, target)
         done.touch()
+    for name in version.manifest().get("carried_from") or ():  # shards listed where they were written
+        local_copy(storage.StageVersion(version.root, name))
     return target
 
 

@@ -61,6 +61,14 @@ def shard_path(split: str, index: int) -> str:
     return f"{split}/part-{index:05d}.arrow"
 
 
+def entry_path(root: Any, entry: Mapping[str, Any]) -> Any:
+    """Where a shard (or document index file) a manifest lists lives: under the dataset directory
+    ``root``, or, for a shard appended earlier, under the sibling version directory it names
+    (``"version"``: incremental runs list the shards of earlier versions where they are)."""
+    version = entry.get("version")
+    return (root.parent / version if version else root) / entry["path"]
+
+
 # ----------------------------------------------------------------------------------------- manifest
 
 

@@ -414,4 +414,5 @@ def run(job: StageJob) -> StageResult:
         finalize=finalize,
         fingerprint_extra=(lexicons,),
         config_extra={"lexicon_version": lexicons},
+        carry=not balancing,  # the balancing plan depends on every split's source totals
     )

@@ -219,6 +219,7 @@ def _finalize(
         components=job.get("components", 0),
         largest_component=job.get("largest_component_max", 0),
         sketches_reused=job.get("sketches_reused", 0),
+        tasks_resumed=job.get("tasks_resumed", 0),
         chains={
             "split_components": job.get("split_components", 0),
             "cut_members": job.get("cut_members", 0),

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipelines import fs, storage
-from pipelines.beam_stage import counter, run_stage, shard_splits
+from pipelines import carry, fs, storage
+from pipelines.beam_stage import counter, run_stage, shard_checksums, shard_splits
 from pipelines.config import (
     LOCAL_RUNNERS,
     ConfigError,
@@ -153,18 +153,24 @@ class WriteShardFn(beam.DoFn):
 class TokenizePack(beam.PTransform):
     """:func:`work_units` elements -> :class:`PackedShard` elements (windows + document index)."""
 
-    def __init__(self, *encode_args: Any, **encode_kwargs: Any) -> None:
-        """Arguments as :class:`EncodeShardFn`'s (tokenizer file, work dir, dataset config, dtype, ...)."""
+    def __init__(
+        self, *encode_args: Any, starts: Mapping[str, tuple[int, int]] | None = None, **encode_kwargs: Any
+    ) -> None:
+        """Arguments as :class:`EncodeShardFn`'s (tokenizer file, work dir, dataset config, dtype, ...);
+        ``starts``: per split, the (sequence, shard index) an appended batch starts at."""
         super().__init__()
         self.encode = EncodeShardFn(*encode_args, **encode_kwargs)
+        self.starts = dict(starts or {})
 
     def expand(self, shards: Any) -> Any:
         window, per_shard = self.encode.cfg.seq_len + 1, self.encode.cfg.sequences_per_shard
+        starts = self.starts
         return (
             shards
             | "Encode" >> beam.ParDo(self.encode)
             | "BySplit" >> beam.GroupByKey()
-            | "Plan" >> beam.FlatMap(lambda kv: plan_shards(kv[1], window, per_shard))
+            | "Plan"
+            >> beam.FlatMap(lambda kv: plan_shards(kv[1], window, per_shard, *starts.get(kv[0], (0, 0))))
             | "SpreadShards" >> beam.Reshuffle()
             | "Pack" >> beam.ParDo(PackShardFn(window, self.encode.dtype))
         )
@@ -179,24 +185,30 @@ def build_pipeline(
     dtype: str,
     threads: int,
     split_overrides: dict[str, str] | None = None,
+    starts: Mapping[str, tuple[int, int]] | None = None,
 ) -> None:
     _ = (
         pipeline
         | "WorkUnits" >> beam.Create(work_units(splits))
         | "Distribute" >> beam.Reshuffle()
         | "TokenizePack"
-        >> TokenizePack(tokenizer_file, f"{root}/{WORK_DIR}", cfg, dtype, threads, split_overrides)
+        >> TokenizePack(
+            tokenizer_file, f"{root}/{WORK_DIR}", cfg, dtype, threads, split_overrides, starts=starts
+        )
         | "Write" >> beam.ParDo(WriteShardFn(root, dtype))
     )
 
 
-def summarize(root: Any) -> dict[str, Any]:
-    """Fold the shard sidecars into the manifest's ``splits``, ``doc_index`` and ``stats`` entries."""
+def summarize(root: Any, previous: storage.StageVersion | None = None) -> dict[str, Any]:
+    """Fold the shard sidecars into the manifest's ``splits``, ``doc_index`` and ``stats`` entries;
+    with ``previous`` (an append), its shards come first, listed where they are."""
+    before = previous.manifest() if previous is not None else {}
     splits: dict[str, Any] = {}
     doc_index: dict[str, Any] = {}
     stats: dict[str, Any] = {}
     for split in (TRAIN, VAL):
-        infos = collect_split(root, split)
+        old, old_index, old_stats = _earlier(before, previous, split)
+        infos = collect_split(root, split, first_index=len(old["shards"]))
         summary: dict[str, Any] = (
             infos[0]["split_summary"] if infos else {"tokens": 0, "documents": 0, "sequences": 0}
         )
@@ -208,34 +220,72 @@ def summarize(root: Any) -> dict[str, Any]:
                 f"{split}: shards hold {sequences} sequences / {tokens} tokens / {ended} EOTs, the plan "
                 f"expected {summary['sequences']} / {summary['tokens']} / {summary['documents']}"
             )
+        new_shards = [{"path": i["path"], "sequences": i["sequences"], "sha256": i["sha256"]} for i in infos]
+        if new_shards and old["shards"]:
+            new_shards[0]["batch_start"] = True  # the windows before it end a padded batch
         splits[split] = {
-            "sequences": sequences,
-            "tokens": tokens,
-            "documents": int(summary["documents"]),
-            "shards": [
-                {"path": i["path"], "sequences": i["sequences"], "sha256": i["sha256"]} for i in infos
-            ],
+            "sequences": old["sequences"] + sequences,
+            "tokens": old["tokens"] + tokens,
+            "documents": old["documents"] + int(summary["documents"]),
+            "shards": old["shards"] + new_shards,
         }
         doc_index[split] = {
-            "rows": sum(i["index_rows"] for i in infos),
-            "files": [
+            "rows": old_index["rows"] + sum(i["index_rows"] for i in infos),
+            "files": old_index["files"]
+            + [
                 {"path": i["index_path"], "rows": i["index_rows"], "sha256": i["index_sha256"]} for i in infos
             ],
         }
-        langs = summary.get("languages", {})
+        langs = {k: dict(v) for k, v in old_stats.get("languages", {}).items()}
+        for lang, v in summary.get("languages", {}).items():
+            acc = langs.setdefault(lang, {"documents": 0, "bytes": 0, "tokens": 0})
+            for k in ("documents", "bytes", "tokens"):
+                acc[k] = int(acc.get(k, 0)) + int(v.get(k, 0))
         stats[split] = {
-            "bytes": int(summary.get("bytes", 0)),
-            "padding_tokens": int(summary.get("padding", 0)),
-            "upstream_segments": int(summary.get("segments", 0)),
+            "bytes": int(old_stats.get("bytes", 0)) + int(summary.get("bytes", 0)),
+            "padding_tokens": int(old_stats.get("padding_tokens", 0)) + int(summary.get("padding", 0)),
+            "upstream_segments": int(old_stats.get("upstream_segments", 0)) + int(summary.get("segments", 0)),
             "languages": {
                 k: {**v, "bytes_per_token": round(v["bytes"] / v["tokens"], 4) if v["tokens"] else None}
-                for k, v in langs.items()
+                for k, v in sorted(langs.items())
             },
         }
         for p in (root / split).glob(f"part-*{SIDECAR}"):
             fs.remove(p)
     fs.rmtree(root / WORK_DIR)
     return {"splits": splits, "doc_index": doc_index, "stats": stats}
+
+
+def _earlier(
+    manifest: Mapping[str, Any], previous: storage.StageVersion | None, split: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A previous version's entries of ``split`` with every file pointing at where it lives."""
+    if previous is None:
+        return {"sequences": 0, "tokens": 0, "documents": 0, "shards": []}, {"rows": 0, "files": []}, {}
+    entry = dict(manifest["splits"].get(split) or {"sequences": 0, "tokens": 0, "documents": 0, "shards": []})
+    entry["shards"] = [{**s, "version": s.get("version", previous.name)} for s in entry.get("shards", [])]
+    index = dict((manifest.get("doc_index") or {}).get(split) or {"rows": 0, "files": []})
+    index["files"] = [{**f, "version": f.get("version", previous.name)} for f in index.get("files", [])]
+    return entry, index, dict((manifest.get("stats") or {}).get(split) or {})
+
+
+def append_plan(
+    previous: storage.StageVersion | None, inputs: Mapping[str, str]
+) -> tuple[list[str], dict[str, tuple[int, int]]] | None:
+    """The upstream splits an incremental run must add to ``previous`` and where each token split
+    continues (sequence, shard index); None when ``previous`` read a split that is gone or changed
+    (the dataset is rebuilt)."""
+    if previous is None:
+        return None
+    manifest = previous.manifest()
+    read = manifest.get("inputs") or {}
+    if any(inputs.get(key) != sha for key, sha in read.items()):
+        return None
+    new = [key for key in inputs if key not in read]
+    starts = {
+        split: (int(entry["sequences"]), len(entry["shards"])) for split, entry in manifest["splits"].items()
+    }
+    return new, starts
 
 
 def run(job: StageJob) -> StageResult:
@@ -273,6 +323,21 @@ def run(job: StageJob) -> StageResult:
         overrides, dedup_name = cluster_split_overrides(rows, cfg.tokens.val_fraction), dedup.name
     fp = fingerprint(job.name, section, upstream.name, tok_version.name, dedup_name)
     splits = shard_splits(upstream)
+    inputs = shard_checksums(upstream)
+    # Incremental: the same tokenizer and config, and every upstream shard the current version read is
+    # still there unchanged: tokenize only the new shards and append their token shards.
+    carry_key = fingerprint(job.name, section, tok_version.name, dedup_name)
+    previous = None
+    if cfg.output.incremental and not split_by_cluster:
+        previous = carry.previous(data_dir, job.name, carry_key)
+    appended = append_plan(previous, inputs)
+    starts: dict[str, tuple[int, int]] = {}
+    if appended is not None:
+        new_keys, starts = appended
+        splits = [(k, p) for k, p in splits if k in set(new_keys)]
+        job.log(f"{job.name}: appending {len(splits):,} new upstream shards to {previous.name}")  # type: ignore[union-attr]
+    else:
+        previous = None
     threads = encode_threads(options)
     tok_val_fraction = tok_version.manifest().get("config", {}).get("val_fraction")
     if tok_val_fraction is not None and tok_val_fraction != cfg.tokens.val_fraction:
@@ -285,8 +350,14 @@ def run(job: StageJob) -> StageResult:
     def finalize(
         version: storage.StageVersion, counters: dict[str, int], entries: dict, split_stats: list
     ) -> dict[str, Any]:
-        folded = summarize(version.path)
+        folded = summarize(version.path, previous)
         return {
+            "inputs": dict(inputs),
+            "carry_key": carry_key,
+            "carried_from": sorted(
+                {s["version"] for e in folded["splits"].values() for s in e["shards"] if "version" in s}
+            ),
+            "appended": previous is not None,
             "format": FORMAT,
             "seq_len": cfg.tokens.seq_len,
             "dtype": dtype,
@@ -301,7 +372,8 @@ def run(job: StageJob) -> StageResult:
             "packing": {
                 "window": cfg.tokens.seq_len + 1,
                 "order": "upstream shard order, then row order; one EOT after every document",
-                "padding": "only the last window of each split, with pad_id; ignore pad_id in the loss",
+                "padding": "only the last window of each split (and of each appended batch: a shard "
+                "with batch_start follows one), with pad_id; ignore pad_id in the loss",
                 "split_rule": "blake2b(source doc id) < val_fraction -> val"
                 + ("; removed duplicates follow their dedup survivor" if split_by_cluster else ""),
                 "split_overrides": len(overrides) if overrides is not None else None,
@@ -321,7 +393,7 @@ def run(job: StageJob) -> StageResult:
         upstream=upstreams,
         output=cfg.output,
         build=lambda p, v, run: build_pipeline(
-            p, splits, str(v.path), str(tok_file), cfg.tokens, dtype, threads, overrides
+            p, splits, str(v.path), str(tok_file), cfg.tokens, dtype, threads, overrides, starts
         ),
         options=options,
         kinds=(),

@@ -82,25 +82,35 @@ def split_summary(segments: Iterable[Segment], window: int, sequences_per_shard:
     }
 
 
-def plan_shards(segments: Iterable[Segment], window: int, sequences_per_shard: int) -> list[ShardTask]:
-    """Cut one split's segments (any order in, key order used) into output shard tasks."""
+def plan_shards(
+    segments: Iterable[Segment],
+    window: int,
+    sequences_per_shard: int,
+    first_sequence: int = 0,
+    first_index: int = 0,
+) -> list[ShardTask]:
+    """Cut one split's segments (any order in, key order used) into output shard tasks.
+
+    ``first_sequence`` / ``first_index``: an appended batch continues the split's stream after the
+    windows and shards already there (its own last window is padded)."""
     segs = sorted(segments, key=lambda s: s.key)
     if len({s.key for s in segs}) != len(segs):
         raise ValueError("two segments of one split share an upstream shard key")
     if len({s.split for s in segs}) > 1:
         raise ValueError("plan_shards takes the segments of one split")
     summary = split_summary(segs, window, sequences_per_shard)
-    offsets = np.concatenate([[0], np.cumsum([s.tokens for s in segs], dtype=np.int64)]).tolist()
-    total, per_shard = summary["tokens"], sequences_per_shard * window
+    base = first_sequence * window
+    offsets = (base + np.concatenate([[0], np.cumsum([s.tokens for s in segs], dtype=np.int64)])).tolist()
+    total, per_shard = base + summary["tokens"], sequences_per_shard * window
     tasks = []
     for k in range(summary["shards"]):
-        lo, hi = k * per_shard, min((k + 1) * per_shard, total)
+        lo, hi = base + k * per_shard, min(base + (k + 1) * per_shard, total)
         parts = tuple(
             SegmentPart(s, off, max(lo, off) - off, min(hi, end) - off)
             for s, off, end in zip(segs, offsets[:-1], offsets[1:], strict=True)
             if off < hi and end > lo
         )
-        tasks.append(ShardTask(segs[0].split, k, lo, hi, parts, summary))
+        tasks.append(ShardTask(segs[0].split, first_index + k, lo, hi, parts, summary))
     return tasks
 
 

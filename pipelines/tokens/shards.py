@@ -116,13 +116,14 @@ def write_packed_shard(
     return info
 
 
-def collect_split(root: str | os.PathLike, split: str) -> list[dict[str, Any]]:
-    """The sidecars of one split, in shard order; raises if shards are missing from the sequence."""
+def collect_split(root: str | os.PathLike, split: str, first_index: int = 0) -> list[dict[str, Any]]:
+    """The sidecars of one split, in shard order; raises if shards are missing from the sequence
+    (which starts at ``first_index`` for a batch appended to earlier shards)."""
     directory = fs.path(root) / split
     fs.refresh(directory)
     infos = [json.loads(p.read_text()) for p in sorted(directory.glob(f"part-*{SIDECAR}"))]
     infos.sort(key=lambda i: i["index"])
-    if [i["index"] for i in infos] != list(range(len(infos))):
+    if [i["index"] for i in infos] != list(range(first_index, first_index + len(infos))):
         raise RuntimeError(f"{directory}: output shards are not contiguous: {[i['index'] for i in infos]}")
     if infos and len(infos) != infos[0]["split_summary"]["shards"]:
         raise RuntimeError(

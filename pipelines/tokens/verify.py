@@ -21,6 +21,7 @@ import pyarrow.ipc as ipc
 from pipelines import fs, schemas, storage
 from pipelines.tokens.bpe import load_tokenizer
 from pipelines.tokens.splits import TRAIN, VAL, source_id
+from training.token_format import entry_path
 
 ROUND_TRIP_SAMPLES = (
     "The quick brown fox jumps over the lazy dog.\n",
@@ -68,7 +69,7 @@ def audit_shards(version_dir: Any) -> dict[str, Any]:
         got = {"sequences": 0, "tokens": 0, "documents": 0, "shards": 0}
         shards = entry.get("shards", [])
         for i, shard in enumerate(shards):
-            path = root / shard["path"]
+            path = entry_path(root, shard)
             got["shards"] += 1
             if not path.is_file():
                 problems.append(f"{shard['path']}: missing (listed in manifest.json)")
@@ -82,7 +83,8 @@ def audit_shards(version_dir: Any) -> dict[str, Any]:
                 continue
             if c["rows"] != shard["sequences"]:
                 problems.append(f"{shard['path']}: {c['rows']} sequences, manifest says {shard['sequences']}")
-            last = i == len(shards) - 1
+            # the last window of a split is padded; so is the last window of every appended batch
+            last = i == len(shards) - 1 or shards[i + 1].get("batch_start", False)
             if c["first_pad"] >= 0 and not (
                 last and c["tail_ok"] and c["first_pad"] >= (c["rows"] - 1) * window
             ):
@@ -99,7 +101,7 @@ def audit_shards(version_dir: Any) -> dict[str, Any]:
 
 def _index_files(root: Any, manifest: dict, split: str) -> list[Any]:
     entry = (manifest.get("doc_index") or {}).get(split) or {"files": []}
-    return [root / f["path"] for f in entry["files"]]
+    return [entry_path(root, f) for f in entry["files"]]
 
 
 def audit_splits(version_dir: Any) -> dict[str, Any]:

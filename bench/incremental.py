@@ -122,6 +122,36 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return diff
 
 
+def survivor_rule_differences(inc: Path, full: Path, batch: set[str]) -> dict[str, Any]:
+    """Dedup survivors that differ between the incremental run and the rebuild, and how many of them
+    lie in a (rebuild) cluster that mixes batch documents with older ones: the survivor rule's doing."""
+    from pipelines import storage
+
+    def kept(data: Path) -> set[str]:
+        return {
+            r["id"] for r in storage.iter_stage_rows(storage.current_version(data, "dedup"), columns=["id"])
+        }
+
+    version = storage.current_version(full, "dedup")
+    cluster = {
+        r["doc_id"]: r["cluster_id"]
+        for r in storage.iter_stage_rows(version, "clusters", ["doc_id", "cluster_id"])
+    }
+    members: dict[str, list[str]] = {}
+    for doc, cid in cluster.items():
+        members.setdefault(cid, []).append(doc)
+    raw = storage.current_version(full, "raw")
+    in_batch = {r["id"]: r["source"] in batch for r in storage.iter_stage_rows(raw, columns=["id", "source"])}
+    differ = kept(inc) ^ kept(full)
+    mixed = sum(1 for d in differ if len({in_batch[m] for m in members[cluster[d]]}) == 2)
+    removed: dict[str, list[int]] = {}
+    for side, data in enumerate((inc, full)):
+        stats = storage.current_version(data, "dedup").manifest()["stats"]["removed_by_reason"]
+        for reason, n in stats.items():
+            removed.setdefault(reason, [0, 0])[side] = n
+    return {"survivors_differ": len(differ), "in_mixed_clusters": mixed, "removed_inc_vs_full": removed}
+
+
 def emit(record: dict[str, Any], out: Path | None) -> None:
     line = json.dumps(record, sort_keys=True)
     print(line, flush=True)
@@ -174,6 +204,7 @@ def main() -> None:
         os.link(f, grown / f.name)
     inc = run_child(_overrides(grown, args.work / "data-inc", True, args.workers), DATA_STAGES)
     diff = compare(kept_and_removed(args.work / "data-inc"), kept_and_removed(args.work / "data-full"))
+    rule = survivor_rule_differences(args.work / "data-inc", args.work / "data-full", {f.name for f in batch})
     emit(
         {
             **base,
@@ -182,6 +213,7 @@ def main() -> None:
             "wall_vs_full": round(inc["wall_s"] / full["wall_s"], 3),
             "peak_rss_vs_full": round(inc["tree_peak_rss_mb"] / full["tree_peak_rss_mb"], 3),
             "vs_full": diff,
+            "survivor_rule": rule,
             **inc,
         },
         args.out,

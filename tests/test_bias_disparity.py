@@ -6,10 +6,11 @@ import math
 
 import pytest
 
-from pipelines.bias.beam_combiners import DisparityCombineFn
 from pipelines.bias.disparity import (
     ANY_AXIS,
     ANY_RULE,
+    accumulator_from_json,
+    accumulator_to_json,
     add_document,
     add_text,
     disparity_rows,
@@ -107,26 +108,19 @@ def test_add_text_uses_representation_mention_detection():
     assert counts(r) == (2, 1, 1, 0)
 
 
-def test_combine_fn_accepts_tuples_and_mappings():
-    fn = DisparityCombineFn()
+def test_per_shard_accumulators_survive_json_and_merge_to_the_whole():
+    import json
+
     docs = corpus()
-    acc1 = fn.create_accumulator()
-    for stage, axes, reason in docs[:15]:
-        acc1 = fn.add_input(acc1, (stage, axes, reason))
-    acc2 = fn.create_accumulator()
-    for stage, axes, reason in docs[15:]:
-        acc2 = fn.add_input(acc2, {"stage": stage, "axes": sorted(axes), "reason": reason})
-    out = fn.extract_output(fn.merge_accumulators([acc1, acc2]))
-    assert out == disparity_rows(build(docs))
-    doc = {"stage": "s", "text": "Muslim women", "lang": "en", "reason": None}
-    acc3 = fn.add_input(fn.create_accumulator(), doc)
-    assert acc3["s"]["mention"] == {"religion": 1, "gender": 1, ANY_AXIS: 1}
+    parts = [build(docs[:15]), build(docs[15:])]
+    restored = [accumulator_from_json(json.loads(json.dumps(accumulator_to_json(p)))) for p in parts]
+    assert disparity_rows(merge_accumulators(*restored)) == disparity_rows(build(docs))
 
 
 def test_raw_chinese_documents_without_a_language_still_count_their_identity_mentions():
-    from pipelines.bias.report import ScanDocumentsFn
+    from pipelines.bias.report import scan_document
 
     doc = {"id": "r1", "text": "她是一名穆斯林女性，也是残疾人权益的倡导者。", "lang": None}
-    out = list(ScanDocumentsFn(counts=False, axes=True).process(("00000", doc)))
-    (axes_row,) = [o.value for o in out if o.tag == "axes"]
-    assert {"religion", "gender", "disability"} <= set(axes_row[1])
+    counts, axes = scan_document(doc, counts=False, axes=True)
+    assert counts is None and axes is not None
+    assert {"religion", "gender", "disability"} <= set(axes)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.bias.beam_combiners import RepresentationCombineFn
 from pipelines.bias.lexicon import AXES
 from pipelines.bias.representation import (
     analyze,
@@ -125,33 +124,3 @@ def test_summarize_shares():
     assert s["flagged_line_rate.sexual_orientation"] == pytest.approx(1.0)
     assert s["flagged_line_rate.all"] == pytest.approx(2 / 6)
     assert s["flagged_line_rate.disability"] is None
-
-
-def test_combine_fn_methods():
-    fn = RepresentationCombineFn()
-    acc1 = fn.add_input(fn.create_accumulator(), {"text": EN_DOC, "lang": "en"})
-    acc2 = fn.add_input(fn.create_accumulator(), (ZH_DOC, "zh"))
-    acc2 = fn.add_input(acc2, count_representation(EN_DOC, "en"))  # a precomputed count dict
-    out = fn.extract_output(fn.merge_accumulators([acc1, acc2]))
-    expected = merge_counts(
-        merge_counts(count_representation(EN_DOC, "en"), count_representation(ZH_DOC, "zh")),
-        count_representation(EN_DOC, "en"),
-    )
-    assert out == expected and list(out) == sorted(out)
-
-
-def test_combine_fn_in_a_beam_pipeline():
-    import apache_beam as beam
-    from apache_beam.testing.util import assert_that, equal_to
-
-    docs = [
-        {"text": EN_DOC, "lang": "en"},
-        {"text": ZH_DOC, "lang": "zh"},
-        {"text": "She ran.", "lang": "en"},
-    ]
-    expected = {}
-    for d in docs:
-        expected = merge_counts(expected, count_representation(d["text"], d["lang"]))
-    with beam.Pipeline("DirectRunner") as p:
-        out = p | beam.Create(docs) | beam.CombineGlobally(RepresentationCombineFn())
-        assert_that(out, equal_to([dict(sorted(expected.items()))]))

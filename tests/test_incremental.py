@@ -187,7 +187,7 @@ def test_new_batches_are_tokenized_with_the_current_tokenizer_and_appended(tmp_p
         _write(corpus / f"f{f:02d}.jsonl", f * 11)
     overrides = {"tokenizer": {"vocab_size": 300, "sample_bytes": 200_000}, "tokens": {"seq_len": 32}}
     cfg = load_config(overrides={"paths": {"input": str(corpus), "data_dir": str(data)}, **overrides})
-    stages = ("raw", "clean", "dedup", "filtered", "tokenizer", "tokens")
+    stages = ("raw", "clean", "dedup", "filtered", "bias_report", "tokenizer", "tokens")
     first = {name: run_stage(name, cfg, _options()) for name in stages}
     _write(corpus / "f04.jsonl", 97)
     logs: list[str] = []
@@ -216,6 +216,16 @@ def test_new_batches_are_tokenized_with_the_current_tokenizer_and_appended(tmp_p
         a, b = tokens["splits"][split], rebuilt.manifest["splits"][split]
         assert (a["documents"], a["tokens"]) == (b["documents"], b["tokens"])
         assert b["sequences"] <= a["sequences"] <= b["sequences"] + 1
+    # the bias report re-used the partial results of every shard that did not change
+    from pipelines.bias.report import load_report
+
+    report = second["bias_report"].manifest
+    assert 0 < report["partials_reused"] < len(report["partials"])
+    assert report["carried_from"] == [first["bias_report"].version.name]
+    fresh = run_stage("bias_report", full_cfg, _options())
+    assert fresh.manifest["partials_reused"] == 0
+    a, b = load_report(second["bias_report"].version), load_report(fresh.version)
+    assert (a["representation"], a["disparity"]) == (b["representation"], b["disparity"])
     # the trainer's loader reads the old and the new shards
     windows = sum(1 for _ in TokenDataset(second["tokens"].version.path, "train", shuffle=False))
     assert windows == tokens["splits"]["train"]["sequences"]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,21 @@ def _records(data: Path, stage: str) -> int:
     return sum(1 for _ in (data / stage).glob("v-*/_done/*.json"))
 
 
+def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str) -> None:
+    """SIGKILL the process group of ``proc`` as soon as ``ready()``."""
+    deadline = time.monotonic() + 120
+    try:
+        while not ready():
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:] if proc.stdout else ""
+            assert time.monotonic() < deadline, what
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _shards(manifest: dict) -> dict[str, list[tuple[str, int, str]]]:
     return {
         kind: [(s["path"], s["rows"], s["sha256"]) for s in manifest[kind]["shards"]]
@@ -79,17 +95,7 @@ def test_a_killed_stage_resumes_and_commits_what_an_uninterrupted_run_does(
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: the kill takes the whole tree
     )
-    deadline = time.monotonic() + 120
-    try:
-        while _records(data, stage) < FILES // 3:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:] if proc.stdout else ""
-            assert time.monotonic() < deadline, "the stage did not start finishing splits"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    _kill_when(proc, lambda: _records(data, stage) >= FILES // 3, "the stage did not start finishing splits")
     done = _records(data, stage)
     assert FILES // 3 <= done < FILES, "kill the stage half-way: make the corpus bigger"
     assert not (data / stage / "CURRENT").exists()
@@ -145,17 +151,7 @@ def test_a_killed_dedup_resumes_from_its_finished_step_tasks(tmp_path: Path) -> 
     def sketched() -> int:  # one sketch task per chunk: one per upstream shard here
         return sum(1 for _ in (data / "dedup").glob("v-*/_scratch/_done/Sketch-*.json"))
 
-    deadline = time.monotonic() + 120
-    try:
-        while sketched() < FILES // 3:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:] if proc.stdout else ""
-            assert time.monotonic() < deadline, "dedup did not start sketching"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    _kill_when(proc, lambda: sketched() >= FILES // 3, "dedup did not start sketching")
     done = sketched()
     assert FILES // 3 <= done < FILES, "kill dedup while it sketches: make the corpus bigger"
 

@@ -10,8 +10,8 @@ Rules reported per stage: every reason seen, ``<prefix>:*`` for a reason prefix 
 (all ``gopher_quality:...`` together), and ``*`` (removed for any reason). Axes: every axis of the
 lexicon plus ``any`` (mentions at least one axis).
 
-The accumulator is plain dicts and counts, so it merges by addition (``merge_accumulators``; the Beam
-combiner is ``beam_combiners.DisparityCombineFn``). Pure: no Beam, no I/O.
+The accumulator is plain dicts and counts, so it merges by addition (``merge_accumulators``; the bias
+report keeps one per shard, as JSON: ``accumulator_to_json``). Pure: no Beam, no I/O.
 """
 
 from __future__ import annotations
@@ -75,6 +75,28 @@ def merge_accumulators(*accs: Accumulator) -> Accumulator:
             for name in ("mention", "removed", "removed_mention"):
                 for key, n in st[name].items():
                     _bump(o[name], key, n)
+    return out
+
+
+def accumulator_to_json(acc: Accumulator) -> dict[str, Any]:
+    """``acc`` with its ``(reason, axis)`` keys as ``"reason\taxis"`` strings (JSON-able)."""
+    return {
+        stage: {**st, "removed_mention": {f"{r}\t{a}": n for (r, a), n in st["removed_mention"].items()}}
+        for stage, st in acc.items()
+    }
+
+
+def accumulator_from_json(data: Mapping[str, Any]) -> Accumulator:
+    """Inverse of :func:`accumulator_to_json`."""
+    out: Accumulator = {}
+    for stage, st in data.items():
+        mention = {tuple(k.split("\t", 1)): n for k, n in st["removed_mention"].items()}
+        out[stage] = {
+            **st,
+            "mention": dict(st["mention"]),
+            "removed": dict(st["removed"]),
+            "removed_mention": mention,
+        }
     return out
 
 

@@ -3,15 +3,21 @@
 One Beam pipeline that reads committed shards (never the driver) and writes the report document
 (``report_doc.assemble_report``) as the statistic ``report`` (``_stats/report.json``, see
 ``beam_stage.WriteStat``) of a new ``bias_report`` version (same CURRENT / ``_SUCCESS`` protocol as every
-stage, no shards):
+stage, no shards). One task per document shard of every version read (:class:`ShardTask`) returns
+a small partial result:
 
-* **Representation** (``RepresentationCombineFn``) of the bias stage's input (``dedup``) and output
-  (``filtered``): pronoun and gendered-noun counts, documents per identity axis, and co-occurrence of
-  identity terms with flagged terms in one line.
-* **Filter disparity** (``DisparityCombineFn``, Dodge et al. 2021) of the cleaning, dedup and bias
-  stages: for stage S with upstream U, every document of U (identity axes from its ``identity.*``
-  signals when present, else from its text) is joined by document id (``CoGroupByKey``; values are
-  small) with S's ledger reason, None when S kept it.
+* **Representation** of the bias stage's input (``dedup``) and output (``filtered``): pronoun and
+  gendered-noun counts, documents per identity axis, and co-occurrence of identity terms with flagged
+  terms in one line (summed count dicts).
+* **Filter disparity** (Dodge et al. 2021) of the cleaning, dedup and bias stages: for stage S with
+  upstream U, every document of a U shard (identity axes from its ``identity.*`` signals when
+  present, else from its text) is joined by document id with the ledger rows S wrote for that shard's
+  split (S's split keys are U's shard names, so the join stays inside one split: no shuffle), reason
+  None when S kept it (``disparity`` accumulators).
+
+Partials are written under ``<version>/partials/<key>.json``, the key covering the checksums read,
+the code and the lexicons; an incremental run re-uses the partials of shards an earlier report read
+(shards carried from version to version keep their checksums), so a new batch costs what it adds.
 
 Versions follow the lineage of the newest stage: the current ``filtered`` version, the ``dedup``
 version it was computed from, the ``clean`` version that one names, and so on; when ``filtered`` is
@@ -21,22 +27,36 @@ missing (never materialized, pruned) is skipped with a note in the report, never
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
 
-from pipelines import storage
-from pipelines.beam_stage import STATS_DIR, WriteStat, read_shard, read_stat, run_stage, shard_splits
-from pipelines.bias.beam_combiners import DisparityCombineFn, RepresentationCombineFn
+from pipelines import fs, storage
+from pipelines.beam_stage import STATS_DIR, WriteStat, read_stat, run_stage, shard_key
+from pipelines.bias.disparity import (
+    accumulator_from_json,
+    accumulator_to_json,
+    add_document,
+    disparity_rows,
+    merge_accumulators,
+    new_accumulator,
+)
 from pipelines.bias.lexicon import AXES, data_version, has_cjk
 from pipelines.bias.report_doc import assemble_report
-from pipelines.bias.representation import axes_from_signals, count_representation, mentioned_axes
+from pipelines.bias.representation import (
+    axes_from_signals,
+    count_representation,
+    mentioned_axes,
+    merge_counts,
+)
 from pipelines.config import fingerprint
 from pipelines.stage import StageJob, StageResult
 
 REPORT_STAT = "report"
+PARTIALS = "partials"  # per-shard partial results under the version directory (the next run's cache)
 REPORT_FILE = f"{STATS_DIR}/{REPORT_STAT}.json"  # relative to the version directory
 # A lineage is the curation chain newest first: (stage, its upstream stage or None, whether its
 # filter disparity is measured); the report job gets it, and the representation stages, as params.
@@ -113,116 +133,158 @@ def plan_report(data_dir: str, lineage: Lineage, representation: tuple[tuple[str
 
 
 # --------------------------------------------------------------------------------------------------
-# per-document transforms
+# per-shard tasks: each reads one upstream shard (and, for a disparity, the measured stage's ledger
+# shards of the same split) and returns small partial results, cached by the checksums it read
 
 
-class ScanDocumentsFn(beam.DoFn):
-    """``(split, document)`` -> tagged ``counts`` (representation counts) and ``axes``
-    (``(doc_id, sorted axes)``), each only when asked for."""
-
-    def __init__(self, counts: bool, axes: bool) -> None:
-        self.counts = counts
-        self.axes = axes
-
-    def process(self, element: tuple[str, Mapping[str, Any]]) -> Iterator[Any]:
-        _, doc = element
-        text, lang = doc["text"], doc.get("lang")
-        if lang in (None, "", "und") and has_cjk(text):  # raw documents carry no language yet
-            lang = "zh"
-        counts = count_representation(text, lang) if self.counts else None
-        if counts is not None:
-            yield beam.pvalue.TaggedOutput("counts", counts)
-        if self.axes:
-            signals = doc.get("signals") or {}
-            if any(key.startswith("identity.") for key in signals):
-                axes = axes_from_signals(signals)
-            elif counts is not None:
-                axes = frozenset(a for a in AXES if counts[f"docs.axis.{a}"])
-            else:
-                axes = mentioned_axes(text, lang)
-            yield beam.pvalue.TaggedOutput("axes", (doc["id"], tuple(sorted(axes))))
+def scan_document(
+    doc: Mapping[str, Any], counts: bool, axes: bool
+) -> tuple[dict[str, int] | None, tuple[str, ...] | None]:
+    """Representation counts and identity axes of one document, each only when asked for."""
+    text, lang = doc["text"], doc.get("lang")
+    if lang in (None, "", "und") and has_cjk(text):  # raw documents carry no language yet
+        lang = "zh"
+    found = count_representation(text, lang) if counts else None
+    if not axes:
+        return found, None
+    signals = doc.get("signals") or {}
+    if any(key.startswith("identity.") for key in signals):
+        mentioned = axes_from_signals(signals)
+    elif found is not None:
+        mentioned = frozenset(a for a in AXES if found[f"docs.axis.{a}"])
+    else:
+        mentioned = mentioned_axes(text, lang)
+    return found, tuple(sorted(mentioned))
 
 
-def ledger_reasons(element: tuple[str, Mapping[str, Any]]) -> Iterator[tuple[str, str]]:
-    """``(doc_id, reason)`` of one ledger row (rows without a document id are skipped)."""
-    _, row = element
-    if row.get("doc_id") is not None:
-        yield row["doc_id"], row["reason"]
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard of a version the report reads: its representation counts (``label``) and/or its
+    documents joined with the ledger rows that ``measured`` wrote for the same split."""
+
+    stage: str
+    path: str
+    sha256: str
+    label: str | None = None  # representation label
+    measured: str | None = None  # the stage whose filter disparity this shard's documents feed
+    ledgers: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the measured stage's ledger shards
+
+    @property
+    def key(self) -> str:
+        """Identity of the partial result: what was read, what was asked, and the code and lexicons."""
+        return fingerprint(
+            "bias_report_shard",
+            self.stage,
+            self.sha256,
+            self.label,
+            self.measured,
+            [s for _, s in self.ledgers],
+            data_version(),
+        )
 
 
-def join_records(element: tuple[str, Mapping[str, Any]], stage: str) -> Iterator[Any]:
-    """CoGroupByKey result -> ``(stage, axes, reason or None)`` per upstream document; ledger rows
-    without an upstream document go to the ``unmatched`` output."""
-    _, groups = element
-    axes_list = list(groups["axes"])
-    reasons = sorted(groups["reason"])
-    if not axes_list:
-        for _ in reasons:
-            yield beam.pvalue.TaggedOutput("unmatched", stage)
-        return
-    for axes in axes_list:
-        yield stage, axes, (reasons[0] if reasons else None)
+def run_shard_task(task: ShardTask, cached: Mapping[str, str], out_dir: str) -> dict[str, Any]:
+    """The partial of ``task``: read from an earlier version when ``cached`` has it (a shard that did
+    not change), else computed and written to ``<out_dir>/partials/<key>.json``."""
+    key = task.key
+    if key in cached:
+        return json.loads(fs.path(f"{cached[key]}/{key}.json").read_bytes())
+    reasons: dict[str, list[str]] = {}
+    for path, _ in task.ledgers:
+        for row in storage.iter_rows(path, columns=["doc_id", "reason"]):
+            if row.get("doc_id") is not None:
+                reasons.setdefault(row["doc_id"], []).append(row["reason"])
+    counts: dict[str, int] = {}
+    acc = new_accumulator()
+    matched = 0
+    for doc in storage.iter_rows(task.path, columns=DOC_COLUMNS):
+        found, axes = scan_document(doc, task.label is not None, task.measured is not None)
+        for k, v in (found or {}).items():
+            counts[k] = counts.get(k, 0) + v
+        if task.measured is not None:
+            rs = sorted(reasons.pop(doc["id"], []))
+            matched += len(rs)
+            add_document(acc, task.measured, axes or (), rs[0] if rs else None)
+    partial = {
+        "key": key,
+        "label": task.label,
+        "measured": task.measured,
+        "counts": counts,
+        "disparity": accumulator_to_json(acc),
+        "matched": matched,  # ledger rows joined to a document of this shard
+    }
+    storage.atomic_write_json(f"{out_dir}/{PARTIALS}/{key}.json", partial)
+    return partial
 
 
-def build_report(pipeline: beam.Pipeline, plan: ReportPlan, out_dir: str) -> None:
-    """The report pipeline: one read per needed version, combiners, and the ``report`` statistic of
-    the version directory ``out_dir``."""
-    # every result is a small (key, value) pair; the plan's notes make sure Flatten has an input
-    parts = [pipeline | "Static" >> beam.Create([("notes", plan.notes)])]
-    axes_by_stage: dict[str, Any] = {}
-    needs_axes = {upstream: stage for stage, upstream in plan.disparity.items()}
+def _split_of(shard: Mapping[str, Any]) -> str:
+    """The split a shard was written for (its ``split``, else from its name ``part-<split>-<k>``)."""
+    if shard.get("split"):
+        return str(shard["split"])
+    return str(shard["path"]).removeprefix("part-").removesuffix(".parquet").rsplit("-", 1)[0]
+
+
+def report_tasks(plan: ReportPlan) -> list[ShardTask]:
+    """One task per document shard of every version the report reads (in a stable order)."""
     rep_labels = {stage: label for label, stage in plan.representation.items()}
+    measured_by = {upstream: stage for stage, upstream in plan.disparity.items()}
+    tasks = []
     for stage, version in sorted(plan.versions.items()):
-        want_counts, want_axes = stage in rep_labels, stage in needs_axes
-        if not (want_counts or want_axes):
+        label, measured = rep_labels.get(stage), measured_by.get(stage)
+        if label is None and measured is None:
             continue
-        scanned = (
-            pipeline
-            | f"Shards[{stage}]" >> beam.Create(shard_splits(version))
-            | f"Read[{stage}]" >> beam.FlatMap(read_shard, columns=DOC_COLUMNS)
-            | f"Scan[{stage}]"
-            >> beam.ParDo(ScanDocumentsFn(want_counts, want_axes)).with_outputs("counts", "axes")
-        )
-        if want_counts:
-            label = rep_labels[stage]
-            parts.append(
-                scanned.counts
-                | f"Represent[{stage}]" >> beam.CombineGlobally(RepresentationCombineFn())
-                | f"Key[{stage}]" >> beam.Map(lambda counts, key: (key, counts), f"representation.{label}")
+        shards = (version.manifest().get("documents") or {}).get("shards", [])
+        ledgers: dict[str, list[tuple[str, str]]] = {}
+        if measured is not None:
+            child = plan.versions[measured]
+            for shard in (child.manifest().get("ledger") or {}).get("shards", []):
+                path = str(child.shard_path("ledger", shard))
+                ledgers.setdefault(_split_of(shard), []).append((path, shard["sha256"]))
+        everything: tuple[tuple[str, str], ...] | None = None
+        if set(ledgers) - {shard_key(s) for s in shards}:  # not split like its upstream: join globally
+            everything = tuple(x for paths in ledgers.values() for x in paths)
+        for shard in shards:
+            key = shard_key(shard)
+            tasks.append(
+                ShardTask(
+                    stage,
+                    str(version.shard_path("documents", shard)),
+                    shard["sha256"],
+                    label,
+                    measured,
+                    everything if everything is not None else tuple(ledgers.get(key, ())),
+                )
             )
-        if want_axes:
-            axes_by_stage[needs_axes[stage]] = scanned.axes
-    records = []
-    unmatched = []
-    for stage in sorted(plan.disparity):
-        reasons = (
-            pipeline
-            | f"LedgerShards[{stage}]" >> beam.Create(shard_splits(plan.versions[stage], "ledger"))
-            | f"ReadLedger[{stage}]" >> beam.FlatMap(read_shard, columns=["doc_id", "reason"])
-            | f"Reasons[{stage}]" >> beam.FlatMap(ledger_reasons)
-        )
-        joined = (
-            {"axes": axes_by_stage[stage], "reason": reasons}
-            | f"Join[{stage}]" >> beam.CoGroupByKey()
-            | f"Records[{stage}]"
-            >> beam.FlatMap(join_records, stage).with_outputs("unmatched", main="records")
-        )
-        records.append(joined.records)
-        unmatched.append(joined.unmatched)
-    if records:
-        parts.append(
-            tuple(records)
-            | "AllRecords" >> beam.Flatten()
-            | "Disparity" >> beam.CombineGlobally(DisparityCombineFn())
-            | "KeyDisparity" >> beam.Map(lambda rows: ("disparity", rows))
-        )
-        parts.append(
-            tuple(unmatched)
-            | "AllUnmatched" >> beam.Flatten()
-            | "CountUnmatched" >> beam.combiners.Count.PerElement()
-            | "UnmatchedDict" >> beam.combiners.ToDict()
-            | "KeyUnmatched" >> beam.Map(lambda counts: ("unmatched", counts))
-        )
+    return tasks
+
+
+def fold_partials(partials: list[dict[str, Any]], plan: ReportPlan) -> dict[str, Any]:
+    """The report's keyed parts (``assemble_report``) from the tasks' partial results."""
+    parts: dict[str, Any] = {"notes": plan.notes}
+    for label in plan.representation:
+        merged: dict[str, int] = {}
+        for p in partials:
+            if p["label"] == label:
+                merged = merge_counts(merged, p["counts"])
+        parts[f"representation.{label}"] = dict(sorted(merged.items()))
+    if plan.disparity:
+        accs = [accumulator_from_json(p["disparity"]) for p in partials if p["measured"]]
+        parts["disparity"] = disparity_rows(merge_accumulators(*accs))
+        unmatched: dict[str, int] = {}
+        for stage in sorted(plan.disparity):
+            rows = int((plan.versions[stage].manifest().get("ledger") or {}).get("rows", 0))
+            left = rows - sum(p["matched"] for p in partials if p["measured"] == stage)
+            if left:
+                unmatched[stage] = left
+        parts["unmatched"] = unmatched
+    return parts
+
+
+def build_report(
+    pipeline: beam.Pipeline, plan: ReportPlan, out_dir: str, cached: Mapping[str, str] | None = None
+) -> None:
+    """The report pipeline: one task per shard read (``cached``: partial key -> the directory of an
+    earlier version holding it), the folded parts, and the ``report`` statistic of ``out_dir``."""
     static = {
         "lexicon_version": data_version(),
         "inputs": plan.inputs,
@@ -237,10 +299,15 @@ def build_report(pipeline: beam.Pipeline, plan: ReportPlan, out_dir: str) -> Non
             for stage, up in sorted(plan.disparity.items())
         },
     }
+    known = dict(cached or {})
     _ = (
-        tuple(parts)
-        | "AllParts" >> beam.Flatten()
-        | "Parts" >> beam.combiners.ToDict()
+        pipeline
+        | "Tasks" >> beam.Create([report_tasks(plan)])
+        | "Spread" >> beam.FlatMap(lambda tasks: tasks)
+        | "Distribute" >> beam.Reshuffle()
+        | "Shard" >> beam.Map(run_shard_task, known, out_dir)
+        | "Partials" >> beam.combiners.ToList()
+        | "Fold" >> beam.Map(fold_partials, plan)
         | "Assemble" >> beam.Map(assemble_report, static)
         | WriteStat(out_dir, REPORT_STAT)
     )
@@ -252,15 +319,30 @@ def run(job: StageJob) -> StageResult:
     ``job.params``: ``lineage`` (see :data:`Lineage`) and ``representation`` (label, stage) pairs.
     """
     data_dir = job.data_dir
+    from pipelines import carry
+
     plan = plan_report(data_dir, job.params["lineage"], job.params["representation"])
     lexicons = data_version()
     fp = fingerprint(job.name, plan.inputs, lexicons)
+    # Incremental: partials of shards an earlier report read are re-used (shards carried from version
+    # to version keep their checksums), so a new batch costs the shards it added.
+    carry_key = fingerprint(job.name, lexicons)
+    prev = carry.previous(data_dir, job.name, carry_key) if job.cfg.output.incremental else None
+    homes: dict[str, str] = dict((prev.manifest().get("partials") or {}) if prev is not None else {})
+    keys = [t.key for t in report_tasks(plan)]
+    root = storage.stage_root(data_dir, job.name)
+    cached = {k: f"{root}/{homes[k]}/{PARTIALS}" for k in keys if k in homes}
 
     def finalize(
         version: storage.StageVersion, counters: dict, entries: dict, split_stats: list
     ) -> dict[str, Any]:
         report = load_report(version)
+        partials = {k: homes.get(k, version.name) if k in cached else version.name for k in keys}
         return {
+            "partials": partials,
+            "carry_key": carry_key,
+            "carried_from": sorted({n for n in partials.values() if n != version.name}),
+            "partials_reused": len(cached),
             "report_file": REPORT_FILE,
             "notes": report["notes"],
             "disparity_stages": sorted(report["disparity"]["stages"]),
@@ -274,7 +356,7 @@ def run(job: StageJob) -> StageResult:
         config={"lexicon_version": lexicons},
         upstream=plan.inputs,
         output=job.cfg.output,
-        build=lambda p, v, run: build_report(p, plan, str(v.path)),
+        build=lambda p, v, run: build_report(p, plan, str(v.path), cached),
         options=job.options,
         kinds=(),
         finalize=finalize,

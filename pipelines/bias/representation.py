@@ -1,8 +1,8 @@
 """Demographic representation counts of documents (Llama 2 §4.1-style data-card statistics).
 
 ``count_representation`` returns a flat ``dict[str, int]`` per document, so corpus totals are plain sums
-(``merge_counts``; the Beam combiner is ``beam_combiners.RepresentationCombineFn``). Pure: no Beam, no
-I/O. Keys:
+(``merge_counts``; the bias report sums them per shard, then over shards). Pure: no Beam, no I/O.
+Keys:
 
 * ``docs``, ``units``, ``lines``, ``lines.flagged`` — document, unit (word / CJK character), line counts,
   and lines with at least one flagged (toxicity) term;

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -145,10 +146,21 @@ def _step(pcoll: beam.PCollection, name: str, tasks: Any, fn: Any, plan: steps.P
         pcoll
         | f"{name}Tasks" >> beam.FlatMap(lambda previous: tasks(previous))
         | f"Distribute{name}" >> beam.Reshuffle()
-        | name >> beam.Map(completion.resumable(fn, plan.work, name), plan)
+        | name >> beam.Map(_timed(completion.resumable(fn, plan.work, name), name.lower()), plan)
         | f"{name}Stats" >> beam.combiners.ToList()
         | f"Combine{name}Stats" >> beam.Map(steps.merge_stats)
     )
+
+
+def _timed(fn: Any, step: str) -> Any:
+    """``fn`` whose statistics also hold its run time as ``<step>_seconds`` (task-seconds once summed)."""
+
+    def run(task: Any, plan: steps.Plan) -> dict[str, Any]:
+        start = time.perf_counter()
+        stats = fn(task, plan)
+        return {**stats, f"{step}_seconds": time.perf_counter() - start}
+
+    return run
 
 
 def build_dedup(
@@ -236,7 +248,8 @@ def _finalize(
         },
     )
     examples = example_members(d for s in split_stats for d in s["examples"])
-    return {"stats": stats, "lsh": to_dict(params), "examples": examples}
+    seconds = {k[: -len("_seconds")]: round(v, 2) for k, v in sorted(job.items()) if k.endswith("_seconds")}
+    return {"stats": stats, "lsh": to_dict(params), "examples": examples, "task_seconds": seconds}
 
 
 def run(job: StageJob) -> StageResult:

@@ -9,7 +9,7 @@ import dagster as dg
 
 from assets.graph import DATA_GROUPS, DATA_STAGES, STAGES
 from assets.resources import CorpusforgeSettings
-from pipelines.ingest import InputError, list_inputs
+from pipelines.ingest import InputError, group_members, list_inputs
 
 FIRST_STAGE = next(s.name for s in STAGES if not s.upstream)  # reads the raw input
 
@@ -62,8 +62,9 @@ def ingested_files(settings: CorpusforgeSettings) -> dict[str, list[Any]]:
         return {}
     out = {}
     for split in carry.read_splits(version).values():
-        source, size, stamp = json.loads(split["input"])[:3]
-        out[source] = [size, stamp]
+        for member in group_members(split["input"]):
+            source, size, stamp = json.loads(member)[:3]
+            out[source] = [size, stamp]
     return out
 
 

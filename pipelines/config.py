@@ -108,6 +108,11 @@ class IngestConfig:
         1, "A record whose text has fewer non-space characters is quarantined (empty-text)."
     )
     split_bytes: int = _f(32 * 1024 * 1024, "Uncompressed JSONL/text files are read in ranges of this size.")
+    coalesce_bytes: int = _f(
+        32 * 1024 * 1024,
+        "Small input files are read together, in listing order, up to this many bytes per split, so the "
+        "number of splits and shards follows bytes, not files (0: one split per file).",
+    )
     glob: str = _f("**/*", "Pattern of files under the input directory.")
 
 
@@ -444,6 +449,7 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     need(not bad, f"raw.formats: unknown format(s) {bad}; use jsonl, txt, parquet")
     need(cfg.raw.max_record_bytes > 0, "raw.max_record_bytes must be > 0")
     need(cfg.raw.split_bytes >= 1024, "raw.split_bytes must be at least 1024")
+    need(cfg.raw.coalesce_bytes >= 0, "raw.coalesce_bytes must be >= 0 (0: one split per file)")
     lid = cfg.clean.langid
     for name, value in [("default_threshold", lid.default_threshold), *lid.thresholds.items()]:
         need(0.0 <= float(value) <= 1.0, f"clean.langid.thresholds: {name}={value} must be within [0, 1]")

@@ -502,27 +502,25 @@ class IngestWork(SplitWork):
         self.docs = counter("raw.documents")
         self.bad = counter("raw.quarantined")
 
-    def rows(self, item: Split, stats: dict[str, Any], **side: Any) -> Iterator[tuple[str, dict]]:
+    def rows(self, item: tuple[Split, ...], stats: dict[str, Any], **side: Any) -> Iterator[tuple[str, dict]]:
         records = 0
-        for kind, row in read_split(item, self.cfg):
-            records += 1
-            (self.docs if kind == "documents" else self.bad).inc()
-            yield kind, row
+        for split in item:  # the files (or the byte range) of one ingestion split, in listing order
+            for kind, row in read_split(split, self.cfg):
+                records += 1
+                (self.docs if kind == "documents" else self.bad).inc()
+                yield kind, row
         stats["records"] = records
 
 
 def build_ingest(
-    pipeline: beam.Pipeline, splits: list[Split], cfg: CorpusforgeConfig, out_dir: str, run: Any
+    pipeline: beam.Pipeline,
+    groups: list[tuple[str, tuple[Split, ...]]],
+    cfg: CorpusforgeConfig,
+    out_dir: str,
+    run: Any,
 ) -> None:
-    process_splits(
-        pipeline,
-        [(s.key, s) for s in splits],
-        out_dir,
-        IngestWork(cfg.raw),
-        cfg.output,
-        run=run,
-        label="Read",
-    )
+    """Every ingestion split (key, its files) read by :class:`IngestWork` into the version's shards."""
+    process_splits(pipeline, groups, out_dir, IngestWork(cfg.raw), cfg.output, run=run, label="Read")
 
 
 def input_fingerprint(splits: list[Split]) -> str:
@@ -536,12 +534,51 @@ def split_identity(split: Split) -> str:
     return json.dumps([split.source, split.size, split.stamp, split.start, split.end])
 
 
+def group_identity(group: tuple[Split, ...]) -> str:
+    """What an ingestion split (a group of files, or one byte range) read."""
+    return json.dumps([json.loads(split_identity(s)) for s in group])
+
+
+def group_members(identity: str) -> list[str]:
+    """The file identities of a group identity (``[]`` for an identity of another format)."""
+    try:
+        members = json.loads(identity)
+    except (TypeError, ValueError):
+        return []
+    if not isinstance(members, list) or not all(isinstance(m, list) and len(m) == 5 for m in members):
+        return []
+    return [json.dumps(m) for m in members]
+
+
+def coalesce(splits: list[Split], limit: int) -> list[tuple[Split, ...]]:
+    """Consecutive whole files of at most ``limit`` bytes together (a byte range, or a file of
+    ``limit`` bytes or more, stays alone); ``limit`` 0: one group per split."""
+    groups: list[tuple[Split, ...]] = []
+    current: list[Split] = []
+    size = 0
+    for split in splits:
+        whole = split.start == 0 and split.end < 0
+        if not limit or not whole or split.size >= limit:
+            groups += [tuple(current)] if current else []
+            groups.append((split,))
+            current, size = [], 0
+            continue
+        if current and size + split.size > limit:
+            groups.append(tuple(current))
+            current, size = [], 0
+        current.append(split)
+        size += split.size
+    if current:
+        groups.append(tuple(current))
+    return groups
+
+
 @dataclass(frozen=True)
 class Batch:
     """What is new in the input since the stage's current version (see :func:`plan_batch`)."""
 
     number: int
-    splits: list[Split]  # every split, with its key: carried ones keep theirs, new ones get b<number>-<i>
+    groups: list[tuple[str, tuple[Split, ...]]]  # every ingestion split by key: carried ones keep theirs
     new_files: int
     changed_files: int
     removed_files: int
@@ -558,26 +595,33 @@ class Batch:
 
 
 def plan_batch(
-    splits: list[Split], previous: dict[str, dict[str, Any]], number: int, name: str | None
+    splits: list[Split], previous: dict[str, dict[str, Any]], number: int, name: str | None, limit: int
 ) -> Batch:
-    """Key the splits against the previous version's splits (``carry.read_splits``): a split whose
-    identity the previous version read keeps its key (and is carried); the others, files that are new
-    or changed, get ``b<number>-<i>`` keys. Files the previous version read that are gone or changed
-    are retracted (their splits are not carried)."""
+    """Ingestion splits keyed against the previous version's (``carry.read_splits``): a group whose
+    files are all still there unchanged keeps its key and members (and is carried); every other file
+    (new, changed, or grouped with a changed or removed one) is grouped anew (:func:`coalesce`) under
+    ``b<number>-<i>`` keys. Files the previous version read that are gone or changed are retracted."""
     from pipelines import carry
 
-    known = {v["input"]: k for k, v in previous.items()}
-    before = {json.loads(v["input"])[0]: json.loads(v["input"])[1:3] for v in previous.values()}
+    by_identity = {split_identity(s): s for s in splits}
+    taken: set[str] = set()
+    groups: list[tuple[str, tuple[Split, ...]]] = []
+    before: dict[str, list[Any]] = {}
+    for key, split in sorted(previous.items()):
+        members = group_members(split["input"])
+        for m in members:
+            source, size, stamp = json.loads(m)[:3]
+            before[source] = [size, stamp]
+        if members and all(m in by_identity and m not in taken for m in members):
+            groups.append((key, tuple(by_identity[m] for m in members)))
+            taken.update(members)
+    rest = [s for s in splits if split_identity(s) not in taken]
+    groups += [(carry.batch_key(number, i), g) for i, g in enumerate(coalesce(rest, limit))]
+    groups.sort(key=lambda g: g[0])
     now = {s.source: [s.size, s.stamp] for s in splits}
-    keyed, fresh = [], 0
-    for split in splits:
-        key = known.get(split_identity(split))
-        if key is None:
-            key, fresh = carry.batch_key(number, fresh), fresh + 1
-        keyed.append(dataclasses.replace(split, key=key))
     return Batch(
         number=number,
-        splits=keyed,
+        groups=groups,
         new_files=sum(1 for f in now if f not in before),
         changed_files=sum(1 for f, stamp in now.items() if f in before and before[f] != stamp),
         removed_files=sum(1 for f in before if f not in now),
@@ -620,12 +664,13 @@ def run(job: StageJob) -> StageResult:
     fp = fingerprint(job.name, section, input_fingerprint(planned))
     carry_key = fingerprint(job.name, section)
     prev = carry.previous(cfg.paths.data_dir, job.name, carry_key) if cfg.output.incremental else None
+    limit = cfg.raw.coalesce_bytes
     if prev is None:
-        batch = plan_batch(planned, {}, 0, None)
+        batch = plan_batch(planned, {}, 0, None, limit)
     else:
         number = int((prev.manifest().get("batch") or {}).get("number", 0)) + 1
-        batch = plan_batch(planned, carry.read_splits(prev), number, prev.name)
-    splits = batch.splits
+        batch = plan_batch(planned, carry.read_splits(prev), number, prev.name, limit)
+    groups = batch.groups
     return run_stage(
         stage=job.name,
         data_dir=cfg.paths.data_dir,
@@ -633,13 +678,13 @@ def run(job: StageJob) -> StageResult:
         config=section,
         upstream={"input": cfg.paths.input},
         output=cfg.output,
-        build=lambda p, v, run: build_ingest(p, splits, cfg, str(v.path), run),
+        build=lambda p, v, run: build_ingest(p, groups, cfg, str(v.path), run),
         options=job.options,
         finalize=lambda v, counters, entries, split_stats: _finalize(entries, split_stats, batch),
         reuse=job.reuse,
-        inputs=len(splits),
+        inputs=len(groups),
         log=job.log,
-        split_keys=[s.key for s in splits],
-        split_inputs={s.key: split_identity(s) for s in splits},
+        split_keys=[key for key, _ in groups],
+        split_inputs={key: group_identity(group) for key, group in groups},
         carry_key=carry_key,
     )

@@ -262,13 +262,13 @@ def _run_chain(data: Path, corpus: Path, runner: dict[str, Any], in_memory: bool
 
 
 def _fingerprint(version: storage.StageVersion) -> dict[str, str]:
-    """sha256 of every file a version holds, by relative path (manifest and marker excluded; the
-    bias report names the versions it read)."""
+    """sha256 of every file a version holds, by relative path (manifest, marker and dedup's run
+    times excluded; the bias report names the versions it read)."""
     root = Path(str(version.path))
     return {
         str(f.relative_to(root)): hashlib.sha256(VERSION_NAME.sub(b"v", f.read_bytes())).hexdigest()
         for f in sorted(root.rglob("*"))
-        if f.is_file() and f.name not in (storage.MANIFEST, storage.SUCCESS)
+        if f.is_file() and f.name not in (storage.MANIFEST, storage.SUCCESS, "timing.json")
     }
 
 

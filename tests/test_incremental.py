@@ -32,6 +32,7 @@ def _cfg(corpus: Path, data: Path, **output):
         overrides={
             "paths": {"input": str(corpus), "data_dir": str(data)},
             "output": {"keep_versions": 1, **output},
+            "raw": {"coalesce_bytes": 0},  # one split per file: the tests count files
         }
     )
 
@@ -114,8 +115,9 @@ def test_the_cli_ingests_a_grown_directory_as_a_batch_and_full_rebuilds_on_reque
     capsys.readouterr()
     assert main(args) == 0
     out = capsys.readouterr().out
+    # the 4 small files were read as one split, the new one as the next batch's
     assert (
-        "batch 1: 1 new, 0 changed, 0 removed files, 30 documents; 1 of 5 splits processed, 4 carried" in out
+        "batch 1: 1 new, 0 changed, 0 removed files, 30 documents; 1 of 2 splits processed, 1 carried" in out
     )
     assert main(["report", "--data-dir", str(data)]) == 0
     assert "this run: batch 1: 1 new" in capsys.readouterr().out
@@ -123,7 +125,7 @@ def test_the_cli_ingests_a_grown_directory_as_a_batch_and_full_rebuilds_on_reque
     out = capsys.readouterr().out
     assert "== raw: 150 in -> 150 out" in out and "carried" not in out
     manifest = storage.current_version(data, "clean").manifest()
-    assert manifest["resume"]["processed"] == 5 and manifest["resume"]["carried"] == 0
+    assert manifest["resume"]["processed"] == 1 and manifest["resume"]["carried"] == 0  # 5 files, one split
 
 
 def test_incremental_dedup_equals_a_full_dedup_of_the_same_corpus_and_keeps_published_survivors(tmp_path):
@@ -185,7 +187,11 @@ def test_new_batches_are_tokenized_with_the_current_tokenizer_and_appended(tmp_p
     corpus.mkdir()
     for f in range(4):
         _write(corpus / f"f{f:02d}.jsonl", f * 11)
-    overrides = {"tokenizer": {"vocab_size": 300, "sample_bytes": 200_000}, "tokens": {"seq_len": 32}}
+    overrides = {
+        "tokenizer": {"vocab_size": 300, "sample_bytes": 200_000},
+        "tokens": {"seq_len": 32},
+        "raw": {"coalesce_bytes": 0},
+    }
     cfg = load_config(overrides={"paths": {"input": str(corpus), "data_dir": str(data)}, **overrides})
     stages = ("raw", "clean", "dedup", "filtered", "bias_report", "tokenizer", "tokens")
     first = {name: run_stage(name, cfg, _options()) for name in stages}
@@ -239,6 +245,7 @@ def test_filtering_with_source_balancing_is_never_carried(tmp_path):
     overrides = {
         "paths": {"input": str(corpus), "data_dir": str(data)},
         "filtered": {"max_source_fraction": 0.5},
+        "raw": {"coalesce_bytes": 0},
     }
     cfg = load_config(overrides=overrides)
     stages = ("raw", "clean", "dedup", "filtered")
@@ -249,3 +256,33 @@ def test_filtering_with_source_balancing_is_never_carried(tmp_path):
     assert second["clean"].manifest["resume"]["carried"] == 3
     work = second["filtered"].manifest["resume"]
     assert work["carried"] == 0 and work["processed"] == work["splits"]  # the plan depends on all splits
+
+
+def test_small_files_are_read_together_and_a_changed_one_rereads_only_its_group(tmp_path):
+    corpus, data = tmp_path / "corpus", tmp_path / "data"
+    corpus.mkdir()
+
+    def write(f: int, version: int = 0) -> None:  # every file the same size
+        lines = [json.dumps({"text": f"document {f:02d}.{i} v{version} " + "word " * 40}) for i in range(5)]
+        (corpus / f"f{f:02d}.jsonl").write_text("\n".join(lines) + "\n")
+
+    for f in range(12):
+        write(f)
+    size = (corpus / "f00.jsonl").stat().st_size
+    cfg = load_config(
+        overrides={
+            "paths": {"input": str(corpus), "data_dir": str(data)},
+            "raw": {"coalesce_bytes": 4 * size},
+        }
+    )
+    first = run_stage("raw", cfg, _options())
+    assert first.manifest["resume"]["splits"] == 3  # 12 files, 4 per split
+    assert len(first.manifest["documents"]["shards"]) == 3
+    write(5, version=1)  # changes the second group
+    write(12)
+    second = run_stage("raw", cfg, _options())
+    work = second.manifest["resume"]
+    assert (work["carried"], work["processed"]) == (2, 2)  # groups 1 and 3 carried; 5 files in 2 new splits
+    assert second.manifest["batch"]["changed_files"] == 1 and second.manifest["batch"]["new_files"] == 1
+    full = run_stage("raw", _cfg(corpus, tmp_path / "full", incremental=False), _options())
+    assert _ids(second.version) == _ids(full.version)

@@ -20,6 +20,7 @@ from pipelines import storage
 from pipelines.config import load_config
 
 FILES = 24
+RAW = {"coalesce_bytes": 0}  # one split per file
 DOCS_PER_FILE = {"raw": 3000, "clean": 250}  # ingestion is ~10x faster per document than cleaning
 
 DRIVER = """
@@ -27,7 +28,7 @@ import sys
 from apache_beam.options.pipeline_options import PipelineOptions
 from assets.graph import run_stage
 from pipelines.config import load_config
-cfg = load_config(overrides={"paths": {"input": sys.argv[1], "data_dir": sys.argv[2]}})
+cfg = load_config(overrides={"paths": {"input": sys.argv[1], "data_dir": sys.argv[2]}, "raw": {"coalesce_bytes": 0}})
 run_stage(sys.argv[3], cfg, PipelineOptions(["--runner=FnApiRunner", "--direct_running_mode=in_memory"]))
 print("STAGE FINISHED")
 """
@@ -85,7 +86,7 @@ def test_a_killed_stage_resumes_and_commits_what_an_uninterrupted_run_does(
 ) -> None:
     corpus, data = tmp_path / "corpus", tmp_path / "data"
     _corpus(corpus, DOCS_PER_FILE[stage])
-    cfg = load_config(overrides={"paths": {"input": str(corpus), "data_dir": str(data)}})
+    cfg = load_config(overrides={"paths": {"input": str(corpus), "data_dir": str(data)}, "raw": RAW})
     if stage != "raw":
         run_stage("raw", cfg, _options())
     proc = subprocess.Popen(
@@ -117,7 +118,11 @@ def test_a_killed_stage_resumes_and_commits_what_an_uninterrupted_run_does(
         assert on_disk == sorted(name for name, _, _ in _shards(resumed.manifest)[kind])
 
     full = load_config(
-        overrides={"paths": {"input": str(corpus), "data_dir": str(data)}, "output": {"incremental": False}}
+        overrides={
+            "paths": {"input": str(corpus), "data_dir": str(data)},
+            "output": {"incremental": False},
+            "raw": RAW,
+        }
     )
     fresh = run_stage(stage, full, _options())  # the same fingerprint, no partial left: a full run
     assert fresh.manifest["resume"] == {
@@ -137,7 +142,7 @@ def test_a_killed_stage_resumes_and_commits_what_an_uninterrupted_run_does(
 def test_a_killed_dedup_resumes_from_its_finished_step_tasks(tmp_path: Path) -> None:
     corpus, data = tmp_path / "corpus", tmp_path / "data"
     _corpus(corpus, DOCS_PER_FILE["clean"])
-    cfg = load_config(overrides={"paths": {"input": str(corpus), "data_dir": str(data)}})
+    cfg = load_config(overrides={"paths": {"input": str(corpus), "data_dir": str(data)}, "raw": RAW})
     for stage in ("raw", "clean"):
         run_stage(stage, cfg, _options())
     proc = subprocess.Popen(
@@ -158,7 +163,11 @@ def test_a_killed_dedup_resumes_from_its_finished_step_tasks(tmp_path: Path) -> 
     resumed = run_stage("dedup", cfg, _options())
     assert resumed.manifest["stats"]["tasks_resumed"] >= done  # finished sketches were not redone
     full_cfg = load_config(
-        overrides={"paths": {"input": str(corpus), "data_dir": str(data)}, "output": {"incremental": False}}
+        overrides={
+            "paths": {"input": str(corpus), "data_dir": str(data)},
+            "output": {"incremental": False},
+            "raw": RAW,
+        }
     )
     fresh = run_stage("dedup", full_cfg, _options())
     assert fresh.manifest["stats"]["tasks_resumed"] == 0

@@ -45,6 +45,7 @@ EXAMPLE_CHARS = 400
 SCRATCH = "_scratch"  # under the version directory; removed before the commit
 INDEX = "index"  # under the version directory: the records of every chunk, kept (the sketch cache)
 KINDS = ("documents", "ledger", "clusters")
+TIMING = "timing"  # statistic: task-seconds per step (not deterministic, unlike every other output)
 
 
 class FilterWork(SplitWork):
@@ -190,13 +191,24 @@ def build_dedup(
         | "DistributeSplits" >> beam.Reshuffle()
         | "Filter" >> beam.ParDo(ProcessSplitsFn(out_dir, work or FilterWork(plan), cfg.output, attempt))
     )
-    _ = (
+    merged_stats = (
         (sketched, merged, comps, decided)
         | "AllStats" >> beam.Flatten()
         | "StatsList" >> beam.combiners.ToList()
         | "MergeAll" >> beam.Map(steps.merge_stats)
-        | WriteStat(out_dir, "dedup")
     )
+    # run times apart from the statistics, which are identical on every runner and worker count
+    _ = merged_stats | "Results" >> beam.Map(_without_seconds) | WriteStat(out_dir, "dedup")
+    _ = merged_stats | "Seconds" >> beam.Map(_seconds) | WriteStat(out_dir, TIMING)
+
+
+def _without_seconds(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stats.items() if not k.endswith("_seconds")}
+
+
+def _seconds(stats: dict[str, Any]) -> dict[str, float]:
+    """Task-seconds per step (summed over the step's tasks)."""
+    return {k[: -len("_seconds")]: round(v, 2) for k, v in sorted(stats.items()) if k.endswith("_seconds")}
 
 
 def _components(_: int, plan: steps.Plan) -> dict[str, int]:
@@ -248,7 +260,7 @@ def _finalize(
         },
     )
     examples = example_members(d for s in split_stats for d in s["examples"])
-    seconds = {k[: -len("_seconds")]: round(v, 2) for k, v in sorted(job.items()) if k.endswith("_seconds")}
+    seconds = read_stat(version, TIMING, {})
     return {"stats": stats, "lsh": to_dict(params), "examples": examples, "task_seconds": seconds}
 
 

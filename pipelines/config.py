@@ -113,6 +113,11 @@ class IngestConfig:
         "Small input files are read together, in listing order, up to this many bytes per split, so the "
         "number of splits and shards follows bytes, not files (0: one split per file).",
     )
+    min_splits: int = _f(
+        8,
+        "Coalescing makes at least this many splits of a batch's files when it has that many (work for "
+        "several workers even on a small corpus): the bytes per split are at most total / min_splits.",
+    )
     glob: str = _f("**/*", "Pattern of files under the input directory.")
 
 
@@ -450,6 +455,7 @@ def _validate(cfg: CorpusforgeConfig) -> None:
     need(cfg.raw.max_record_bytes > 0, "raw.max_record_bytes must be > 0")
     need(cfg.raw.split_bytes >= 1024, "raw.split_bytes must be at least 1024")
     need(cfg.raw.coalesce_bytes >= 0, "raw.coalesce_bytes must be >= 0 (0: one split per file)")
+    need(cfg.raw.min_splits >= 1, "raw.min_splits must be >= 1")
     lid = cfg.clean.langid
     for name, value in [("default_threshold", lid.default_threshold), *lid.thresholds.items()]:
         need(0.0 <= float(value) <= 1.0, f"clean.langid.thresholds: {name}={value} must be within [0, 1]")

@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -594,8 +595,17 @@ class Batch:
         }
 
 
+def coalesce_limit(splits: list[Split], cfg: IngestConfig) -> int:
+    """Bytes per coalesced split: ``coalesce_bytes``, lowered so that the files make at least
+    ``min_splits`` splits (0: no coalescing)."""
+    if not cfg.coalesce_bytes:
+        return 0
+    total = sum(s.size for s in splits)
+    return max(1, min(cfg.coalesce_bytes, math.ceil(total / cfg.min_splits)))
+
+
 def plan_batch(
-    splits: list[Split], previous: dict[str, dict[str, Any]], number: int, name: str | None, limit: int
+    splits: list[Split], previous: dict[str, dict[str, Any]], number: int, name: str | None, cfg: IngestConfig
 ) -> Batch:
     """Ingestion splits keyed against the previous version's (``carry.read_splits``): a group whose
     files are all still there unchanged keeps its key and members (and is carried); every other file
@@ -616,7 +626,8 @@ def plan_batch(
             groups.append((key, tuple(by_identity[m] for m in members)))
             taken.update(members)
     rest = [s for s in splits if split_identity(s) not in taken]
-    groups += [(carry.batch_key(number, i), g) for i, g in enumerate(coalesce(rest, limit))]
+    fresh = coalesce(rest, coalesce_limit(rest, cfg))
+    groups += [(carry.batch_key(number, i), g) for i, g in enumerate(fresh)]
     groups.sort(key=lambda g: g[0])
     now = {s.source: [s.size, s.stamp] for s in splits}
     return Batch(
@@ -664,12 +675,11 @@ def run(job: StageJob) -> StageResult:
     fp = fingerprint(job.name, section, input_fingerprint(planned))
     carry_key = fingerprint(job.name, section)
     prev = carry.previous(cfg.paths.data_dir, job.name, carry_key) if cfg.output.incremental else None
-    limit = cfg.raw.coalesce_bytes
     if prev is None:
-        batch = plan_batch(planned, {}, 0, None, limit)
+        batch = plan_batch(planned, {}, 0, None, cfg.raw)
     else:
         number = int((prev.manifest().get("batch") or {}).get("number", 0)) + 1
-        batch = plan_batch(planned, carry.read_splits(prev), number, prev.name, limit)
+        batch = plan_batch(planned, carry.read_splits(prev), number, prev.name, cfg.raw)
     groups = batch.groups
     return run_stage(
         stage=job.name,

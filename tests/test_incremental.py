@@ -115,9 +115,9 @@ def test_the_cli_ingests_a_grown_directory_as_a_batch_and_full_rebuilds_on_reque
     capsys.readouterr()
     assert main(args) == 0
     out = capsys.readouterr().out
-    # the 4 small files were read as one split, the new one as the next batch's
+    # 4 small files are still 4 splits (raw.min_splits), the new one is the next batch's
     assert (
-        "batch 1: 1 new, 0 changed, 0 removed files, 30 documents; 1 of 2 splits processed, 1 carried" in out
+        "batch 1: 1 new, 0 changed, 0 removed files, 30 documents; 1 of 5 splits processed, 4 carried" in out
     )
     assert main(["report", "--data-dir", str(data)]) == 0
     assert "this run: batch 1: 1 new" in capsys.readouterr().out
@@ -125,7 +125,7 @@ def test_the_cli_ingests_a_grown_directory_as_a_batch_and_full_rebuilds_on_reque
     out = capsys.readouterr().out
     assert "== raw: 150 in -> 150 out" in out and "carried" not in out
     manifest = storage.current_version(data, "clean").manifest()
-    assert manifest["resume"]["processed"] == 1 and manifest["resume"]["carried"] == 0  # 5 files, one split
+    assert manifest["resume"]["processed"] == 5 and manifest["resume"]["carried"] == 0
 
 
 def test_incremental_dedup_equals_a_full_dedup_of_the_same_corpus_and_keeps_published_survivors(tmp_path):
@@ -272,7 +272,7 @@ def test_small_files_are_read_together_and_a_changed_one_rereads_only_its_group(
     cfg = load_config(
         overrides={
             "paths": {"input": str(corpus), "data_dir": str(data)},
-            "raw": {"coalesce_bytes": 4 * size},
+            "raw": {"coalesce_bytes": 4 * size, "min_splits": 1},
         }
     )
     first = run_stage("raw", cfg, _options())
@@ -283,6 +283,9 @@ def test_small_files_are_read_together_and_a_changed_one_rereads_only_its_group(
     second = run_stage("raw", cfg, _options())
     work = second.manifest["resume"]
     assert (work["carried"], work["processed"]) == (2, 2)  # groups 1 and 3 carried; 5 files in 2 new splits
+    # and without the floor the same 12 files would make at least raw.min_splits splits
+    few = load_config(overrides={"paths": {"input": str(corpus), "data_dir": str(tmp_path / "d8")}})
+    assert run_stage("raw", few, _options()).manifest["resume"]["splits"] >= 8
     assert second.manifest["batch"]["changed_files"] == 1 and second.manifest["batch"]["new_files"] == 1
     full = run_stage("raw", _cfg(corpus, tmp_path / "full", incremental=False), _options())
     assert _ids(second.version) == _ids(full.version)

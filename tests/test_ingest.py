@@ -206,7 +206,7 @@ def test_ingest_work_counts_every_record_it_emits(bad_corpus, tmp_path):
     records = 0
     for split in ingest.plan_splits(cfg.paths.input, cfg.raw):
         stats: dict = {}
-        for kind, row in work.rows(split, stats):
+        for kind, row in work.rows((split,), stats):
             seen[row["reason"] if kind == "ledger" else "documents"] += 1
         records += stats["records"]
     assert dict(seen) == dict(expected)

@@ -339,6 +339,11 @@ def collect_shards(directory: Any) -> dict[str, Any]:
             if not (directory / info["path"]).is_file():
                 raise RuntimeError(f"shard sidecar {side} has no shard file beside it")
             shards.append(info)
+    return shard_entry(shards)
+
+
+def shard_entry(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """A manifest entry of ``shards``: their rows, bytes and folded summaries."""
     summary: Counter = Counter()
     for s in shards:
         summary.update(s.get("summary", {}))
@@ -353,21 +358,12 @@ def collect_shards(directory: Any) -> dict[str, Any]:
 def entries_from_records(records: Mapping[str, Mapping[str, Any]], kinds: tuple[str, ...]) -> dict[str, Any]:
     """Manifest entries (as :func:`collect_shards` makes them) from the completion records of the
     splits (:mod:`pipelines.completion`): only shards of finished splits, sorted by name."""
-    out: dict[str, Any] = {}
-    for kind in kinds:
-        shards = sorted(
-            (s for r in records.values() for s in r["shards"].get(kind, [])), key=lambda s: s["path"]
+    return {
+        kind: shard_entry(
+            sorted((s for r in records.values() for s in r["shards"].get(kind, [])), key=lambda s: s["path"])
         )
-        summary: Counter = Counter()
-        for s in shards:
-            summary.update(s.get("summary", {}))
-        out[kind] = {
-            "rows": sum(s["rows"] for s in shards),
-            "bytes": sum(s["bytes"] for s in shards),
-            "shards": shards,
-            "summary": dict(sorted(summary.items())),
-        }
-    return out
+        for kind in kinds
+    }
 
 
 def commit(

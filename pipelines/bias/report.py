@@ -281,10 +281,15 @@ def fold_partials(partials: list[dict[str, Any]], plan: ReportPlan) -> dict[str,
 
 
 def build_report(
-    pipeline: beam.Pipeline, plan: ReportPlan, out_dir: str, cached: Mapping[str, str] | None = None
+    pipeline: beam.Pipeline,
+    plan: ReportPlan,
+    out_dir: str,
+    cached: Mapping[str, str] | None = None,
+    tasks: list[ShardTask] | None = None,
 ) -> None:
-    """The report pipeline: one task per shard read (``cached``: partial key -> the directory of an
-    earlier version holding it), the folded parts, and the ``report`` statistic of ``out_dir``."""
+    """The report pipeline: one task per shard read (``tasks``, default ``report_tasks(plan)``;
+    ``cached``: partial key -> the directory of an earlier version holding it), the folded parts, and
+    the ``report`` statistic of ``out_dir``."""
     static = {
         "lexicon_version": data_version(),
         "inputs": plan.inputs,
@@ -302,7 +307,7 @@ def build_report(
     known = dict(cached or {})
     _ = (
         pipeline
-        | "Tasks" >> beam.Create([report_tasks(plan)])
+        | "Tasks" >> beam.Create([tasks if tasks is not None else report_tasks(plan)])
         | "Spread" >> beam.FlatMap(lambda tasks: tasks)
         | "Distribute" >> beam.Reshuffle()
         | "Shard" >> beam.Map(run_shard_task, known, out_dir)
@@ -329,7 +334,8 @@ def run(job: StageJob) -> StageResult:
     carry_key = fingerprint(job.name, lexicons)
     prev = carry.previous(data_dir, job.name, carry_key) if job.cfg.output.incremental else None
     homes: dict[str, str] = dict((prev.manifest().get("partials") or {}) if prev is not None else {})
-    keys = [t.key for t in report_tasks(plan)]
+    tasks = report_tasks(plan)
+    keys = [t.key for t in tasks]
     root = storage.stage_root(data_dir, job.name)
     cached = {k: f"{root}/{homes[k]}/{PARTIALS}" for k in keys if k in homes}
 
@@ -356,7 +362,7 @@ def run(job: StageJob) -> StageResult:
         config={"lexicon_version": lexicons},
         upstream=plan.inputs,
         output=job.cfg.output,
-        build=lambda p, v, run: build_report(p, plan, str(v.path), cached),
+        build=lambda p, v, run: build_report(p, plan, str(v.path), cached, tasks),
         options=job.options,
         kinds=(),
         finalize=finalize,

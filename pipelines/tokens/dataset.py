@@ -354,9 +354,7 @@ def run(job: StageJob) -> StageResult:
         return {
             "inputs": dict(inputs),
             "carry_key": carry_key,
-            "carried_from": sorted(
-                {s["version"] for e in folded["splits"].values() for s in e["shards"] if "version" in s}
-            ),
+            "carried_from": carry.carried_from(folded["splits"]),
             "appended": previous is not None,
             "format": FORMAT,
             "seq_len": cfg.tokens.seq_len,

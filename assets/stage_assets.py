@@ -7,6 +7,8 @@ read the version that the asset's latest materialization recorded, not whatever 
 """
 
 import dataclasses
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,16 +62,48 @@ def fingerprint_of(version: storage.StageVersion) -> str:
     return version.name.split("-")[1]
 
 
-def pipes_launcher(context: dg.AssetExecutionContext) -> Any:
+class PipesLines(logging.Handler):
+    """Forwards the ``step`` lines (step, loss, tokens/s, MFU, ETA) that a Pipes process (training)
+    sends to :data:`LISTENERS`, prefixed with ``label``: one when ``every`` seconds have passed since
+    the launch or the last one shown, so a long run shows where it is and a short one stays off the
+    screen (its result is the stage's summary line); every line stays in the run log."""
+
+    def __init__(self, label: str, every: float) -> None:
+        super().__init__(logging.INFO)
+        self.label = label
+        self.every = every
+        self.last = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "dagster_event") or not LISTENERS:  # engine events, not the process's lines
+            return
+        message = record.getMessage()
+        if not message.startswith("step "):
+            return
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        for listener in LISTENERS:
+            listener(f"{self.label}: {message}")
+
+
+def pipes_launcher(context: dg.AssetExecutionContext, label: str, every: float = 15.0) -> Any:
     """Run a training/evaluation command under Dagster Pipes: its progress lines stream into the run
-    log and its result comes back as a Pipes message (protocol: training/progress.py)."""
+    log (step lines also to the CLI's display, :class:`PipesLines`) and its result comes back as a
+    Pipes message (protocol: training/progress.py)."""
     from training.progress import read_report
 
     client = dg.PipesSubprocessClient(env={"PYTHONUNBUFFERED": "1"})
 
     def launch(cmd: list[str], result_file: Any) -> dict[str, Any]:
         context.log.info("running: " + " ".join(cmd))
-        invocation = client.run(context=context, command=cmd)
+        forward = PipesLines(label, every)
+        context.log.addHandler(forward)
+        try:
+            invocation = client.run(context=context, command=cmd)
+        finally:
+            context.log.removeHandler(forward)
         return read_report(invocation.get_custom_messages())
 
     return launch
@@ -89,7 +123,9 @@ def materialize_stage(
     options = beam.pipeline_options(cfg) if stage.kind == "beam" else None
     runner = f" with runner {beam.spec(cfg.runner).runner}" if options is not None else ""
     _tell(context, f"{stage.name}: running{runner} on {fs.uri(cfg.paths.data_dir)}")
-    launch = pipes_launcher(context) if stage.kind == "process" else None
+    launch = (
+        pipes_launcher(context, stage.name, cfg.output.progress_seconds) if stage.kind == "process" else None
+    )
     job = stage.job(cfg, options, reuse=reuse, log=lambda m: _tell(context, m), launch=launch)
     result: StageResult = stage.run_function()(job)
     stats = result.manifest.get("stats") or {}

@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--batch-files", type=int, default=2)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--skip-resume", action="store_true", help="measure full and incremental runs only")
     args = ap.parse_args()
 
     source = args.work / "source"
@@ -219,6 +220,8 @@ def main() -> None:
         args.out,
     )
 
+    if args.skip_resume:
+        return
     # resume: kill clean at ~half its splits, re-run it
     data = args.work / "data-resume"
     shutil.rmtree(data, ignore_errors=True)

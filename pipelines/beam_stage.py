@@ -67,6 +67,11 @@ class SplitWork:
         knows it)."""
         return None
 
+    def reused(self, key: str, item: Any) -> dict[str, list[dict[str, Any]]]:
+        """Shards of some kinds that an earlier version wrote for this split and that are still right
+        (``{kind: shard entries}``); ``rows`` then yields no rows of those kinds."""
+        return {}
+
     def rows(self, item: Any, stats: dict[str, Any], **side: Any) -> Iterable[tuple[str, Mapping[str, Any]]]:
         raise NotImplementedError
 
@@ -105,6 +110,7 @@ class ProcessSplitsFn(beam.DoFn):
             )
             yield key
             return
+        reused = self.work.reused(key, item)
         writers: dict[str, storage.ShardWriter] = {}
         stats: dict[str, Any] = {}
         for kind, row in self.work.rows(item, stats, **side):
@@ -119,7 +125,7 @@ class ProcessSplitsFn(beam.DoFn):
                     compression=self.output.compression,
                 )
             writer.write({**row, "stage": self.stage} if "stage" in writer.schema.names else row)
-        shards = {}
+        shards = dict(reused)
         for kind, writer in writers.items():
             writer.close()
             shards[kind] = [{**info, "split": key} for info in writer.written]
@@ -339,13 +345,17 @@ def run_stage(
     return StageResult(version, manifest, counters)
 
 
-def for_input_size(options: PipelineOptions, runner: RunnerConfig, text_bytes: int) -> PipelineOptions:
+def for_input_size(
+    options: PipelineOptions, runner: RunnerConfig, text_bytes: int, cost: float = 1.0
+) -> PipelineOptions:
     """``options``, or in-process options when a local runner in ``multi_processing`` mode would get
-    less than ``runner.in_process_below_mb`` of upstream text (workers cost seconds to start)."""
+    less work than ``runner.in_process_below_mb``: ``text_bytes`` is the text the stage will process
+    (not what it carries), weighted by the stage's relative ``cost`` per byte (workers cost seconds to
+    start; outputs are identical either way)."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
     limit = runner.in_process_below_mb * 1e6
-    if options is None or not limit or text_bytes >= limit:
+    if options is None or not limit or text_bytes * cost >= limit:
         return options
     if (options.view_as(StandardOptions).runner or "") not in LOCAL_RUNNERS:
         return options
@@ -355,6 +365,22 @@ def for_input_size(options: PipelineOptions, runner: RunnerConfig, text_bytes: i
     return PipelineOptions.from_dictionary(
         {**values, "direct_running_mode": "in_memory", "direct_num_workers": 1}
     )
+
+
+def bytes_to_process(
+    data_dir: str, stage: str, carry_key: str | None, shards: list[Mapping[str, Any]], kinds: tuple[str, ...]
+) -> int:
+    """Text bytes of the upstream ``shards`` whose split the stage's current version (same carry key)
+    did not already process: what an incremental run will read."""
+    from pipelines import carry
+
+    total = sum(int(s.get("bytes") or 0) for s in shards)
+    prev = carry.previous(data_dir, stage, carry_key) if carry_key else None
+    if prev is None:
+        return total
+    sums = {shard_key(s): str(s["sha256"]) for s in shards}
+    done = carry.carried_records(prev, sums, kinds)
+    return sum(int(s.get("bytes") or 0) for s in shards if shard_key(s) not in done)
 
 
 class EmptyOutputError(RuntimeError):
@@ -371,6 +397,7 @@ def run_downstream_stage(
     fingerprint_extra: tuple[Any, ...] = (),
     config_extra: Mapping[str, Any] | None = None,
     carry: bool = True,
+    cost: float = 1.0,
 ) -> StageResult:
     """``run_stage`` over the document shards of the job's first upstream stage, one split per shard.
 
@@ -380,12 +407,17 @@ def run_downstream_stage(
     (the output of a split must then depend only on its shard, the config and the code);
     ``finalize(version, counters, entries, upstream_documents, split_stats)`` also gets the upstream
     manifest's document entries (for conservation stats). The fingerprint covers ``section``, the
-    upstream version and ``fingerprint_extra``.
+    upstream version and ``fingerprint_extra``. ``cost``: the stage's work per byte relative to a light
+    stage, for :func:`for_input_size` (which sees only the bytes of the splits to process).
     """
     upstream = job.upstream_version(0)
     splits = shard_splits(upstream)
     up_docs = upstream.manifest()["documents"]
-    options = for_input_size(job.options, job.cfg.runner, int(up_docs.get("bytes") or 0))
+    carry_key = fingerprint(job.name, section, *fingerprint_extra) if carry else None
+    work = int(up_docs.get("bytes") or 0)
+    if carry and job.cfg.output.incremental:
+        work = bytes_to_process(job.data_dir, job.name, carry_key, up_docs.get("shards") or [], kinds)
+    options = for_input_size(job.options, job.cfg.runner, work, cost)
     return run_stage(
         stage=job.name,
         data_dir=job.data_dir,
@@ -405,7 +437,7 @@ def run_downstream_stage(
         total_documents=int(up_docs.get("rows") or 0),
         split_keys=[key for key, _ in splits],
         split_inputs=shard_checksums(upstream) if carry else None,
-        carry_key=fingerprint(job.name, section, *fingerprint_extra) if carry else None,
+        carry_key=carry_key,
     )
 
 

@@ -78,6 +78,11 @@ def plugin_code_version(cfg: CleanConfig) -> str:
     return h.hexdigest()[:16] if names else ""
 
 
+# work per byte relative to a light stage (ingestion, bias filter, tokens), for choosing in-process runs:
+# measured ~1.1 core-seconds per MB of text against ~0.07 (docs/benchmarks.md)
+COST = 16.0
+
+
 def run(job: StageJob) -> StageResult:
     """Clean the job's upstream (raw) documents into a new version."""
     from pipelines.reports import stage_stats
@@ -94,4 +99,5 @@ def run(job: StageJob) -> StageResult:
             "stats": stage_stats(entries, up_docs, redacts_pii=True)
         },
         fingerprint_extra=(plugins,) if plugins else (),
+        cost=COST,
     )

@@ -59,9 +59,10 @@ class RunnerConfig:
     direct_num_workers: int = _f(2, "FnApiRunner workers; 0 means one per CPU core.")
     in_process_below_mb: float = _f(
         32.0,
-        "FnApiRunner: a stage whose upstream documents hold less text than this (MB) runs in the driver "
+        "FnApiRunner: a stage whose text to process (MB; an incremental run counts only the splits it "
+        "does not carry; cleaning counts 16x, its cost per byte) is below this runs in the driver "
         "process instead of multi_processing workers, whose start-up costs more than they save on small "
-        "inputs (outputs are identical either way). 0 disables.",
+        "work (outputs are identical either way). 0 disables.",
     )
     options: list = _f(
         [], "Extra Beam pipeline options passed through verbatim, e.g. ['--flink_master=host:8081']."

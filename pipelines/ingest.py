@@ -28,7 +28,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 
 from pipelines import fs, schemas, storage
-from pipelines.beam_stage import SplitWork, counter, process_splits, run_stage
+from pipelines.beam_stage import SplitWork, counter, for_input_size, process_splits, run_stage
 from pipelines.config import CorpusforgeConfig, IngestConfig, fingerprint, to_dict
 from pipelines.stage import StageJob, StageResult
 
@@ -681,6 +681,10 @@ def run(job: StageJob) -> StageResult:
         number = int((prev.manifest().get("batch") or {}).get("number", 0)) + 1
         batch = plan_batch(planned, carry.read_splits(prev), number, prev.name, cfg.raw)
     groups = batch.groups
+    new = [split for key, group in groups if carry.batch_of(key) == batch.number for split in group]
+    options = for_input_size(
+        job.options, cfg.runner, sum((s.end if s.end >= 0 else s.size) - s.start for s in new)
+    )
     return run_stage(
         stage=job.name,
         data_dir=cfg.paths.data_dir,
@@ -689,7 +693,7 @@ def run(job: StageJob) -> StageResult:
         upstream={"input": cfg.paths.input},
         output=cfg.output,
         build=lambda p, v, run: build_ingest(p, groups, cfg, str(v.path), run),
-        options=job.options,
+        options=options,
         finalize=lambda v, counters, entries, split_stats: _finalize(entries, split_stats, batch),
         reuse=job.reuse,
         inputs=len(groups),

@@ -97,6 +97,7 @@ def _content(result) -> str:
 def test_outputs_do_not_depend_on_chunks_partitions_or_workers(tmp_path, corpus, beam_options, monkeypatch):
     _, default = _run(tmp_path / "a", corpus, beam_options)
     monkeypatch.setattr(steps, "VERIFY_ROWS", 5)  # verification batches of a few buckets (in-process runner)
+    monkeypatch.setattr(steps, "SIG_CACHE_BYTES", 40 * 1024)  # a merge task's cache fills and restarts
     _, tiny = _run(tmp_path / "b", corpus, beam_options, chunk_rows=1, partition_rows=1024)
     assert _content(default) == _content(tiny)
     plan_stats = tiny.manifest["stats"]

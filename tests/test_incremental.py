@@ -11,6 +11,7 @@ from assets.graph import run_stage
 from pipelines import storage
 from pipelines.config import load_config
 
+KINDS = ("documents", "ledger", "clusters")
 BOOKS = Path(__file__).resolve().parents[1] / "sample_data" / "corpus" / "books"
 WORDS = " ".join(p.read_text() for p in sorted(BOOKS.glob("en_book_*.txt"))).split()
 
@@ -145,7 +146,17 @@ def test_incremental_dedup_equals_a_full_dedup_of_the_same_corpus_and_keeps_publ
     assert dedup["resume"]["carried"] > 0 and dedup["resume"]["processed"] >= 2  # the batch + touched splits
     assert dedup["carried_from"] == [first["dedup"].version.name]
     assert second["filtered"].manifest["resume"]["carried"] >= dedup["resume"]["carried"]  # by shard content
+    # an old split whose removals did not change re-uses its documents and ledger shards and re-writes
+    # only its cluster rows (a survivor's kind changes when the batch brings it a duplicate)
+    home = {kind: {s["split"]: s.get("version") for s in dedup[kind]["shards"]} for kind in KINDS}
+    clusters_only = [
+        k for k, v in home["clusters"].items() if v is None and home["documents"].get(k) is not None
+    ]
+    assert clusters_only
+    assert all(home["ledger"].get(k) in (None, home["documents"][k]) for k in clusters_only)
 
+    # the merge verified only buckets with a batch document, on top of the first version's edges
+    assert dedup["edges"]["segments"] == [first["dedup"].version.name, second["dedup"].version.name]
     # a full dedup run of the same clean version decides exactly the same
     full = run_stage("dedup", _cfg(corpus, data, keep_versions=2, incremental=False), _options())
     assert full.manifest["stats"]["sketches_reused"] == 0
@@ -177,6 +188,33 @@ def test_incremental_dedup_equals_a_full_dedup_of_the_same_corpus_and_keeps_publ
     for doc in differ:
         members = [d for d, c in clusters.items() if c == clusters[doc]]
         assert {batch_of[d] in ("f06.jsonl", "f07.jsonl") for d in members} == {True, False}
+
+
+def test_a_chain_of_delta_merges_equals_a_full_merge_and_a_changed_file_starts_a_new_chain(tmp_path):
+    corpus, data = tmp_path / "corpus", tmp_path / "data"
+    corpus.mkdir()
+    for f in range(4):
+        _write(corpus / f"f{f:02d}.jsonl", f)
+    cfg = _cfg(corpus, data, keep_versions=2)
+    stages = ("raw", "clean", "dedup")
+    names = []
+    for batch in ((), (4, 5), (6,)):
+        for f in batch:
+            _write(corpus / f"f{f:02d}.jsonl", f)
+        names.append({name: run_stage(name, cfg, _options()) for name in stages}["dedup"].version.name)
+    current = storage.current_version(data, "dedup")
+    assert current.manifest()["edges"]["segments"] == names  # three segments: a full merge, two deltas
+    assert set(names[:2]) <= set(current.manifest()["carried_from"])  # pruning keeps the chain
+    full = run_stage("dedup", _cfg(corpus, data, keep_versions=2, incremental=False), _options())
+    assert full.manifest["edges"]["segments"] == [full.version.name]
+    for kind in KINDS:
+        assert [(s["path"], s["sha256"]) for s in current.manifest()[kind]["shards"]] == [
+            (s["path"], s["sha256"]) for s in full.manifest[kind]["shards"]
+        ]
+    # an old file changes: its documents leave the corpus, the chunks are no longer a prefix
+    _write(corpus / "f01.jsonl", 11)
+    changed = {name: run_stage(name, cfg, _options()) for name in stages}["dedup"]
+    assert changed.manifest["edges"]["segments"] == [changed.version.name]
 
 
 def test_new_batches_are_tokenized_with_the_current_tokenizer_and_appended(tmp_path):

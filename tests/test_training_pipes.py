@@ -96,3 +96,27 @@ def test_a_failed_run_reports_its_error_through_pipes(data_dir, tmp_path):
     assert closed, "Pipes was not closed with the exception"
     error = closed[0].dagster_event.engine_event_data.error
     assert "must divide the dataset's seq_len=32" in error.message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("every", "expected"), [(3600.0, []), (0.0, ["step 2/6", "step 4/6", "step 6/6"])])
+def test_the_cli_display_gets_the_step_lines_thinned_in_time(
+    data_dir, tmp_path, monkeypatch, every, expected
+):
+    from assets.stage_assets import LISTENERS, pipes_launcher
+
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    shown: list[str] = []
+
+    @dg.asset
+    def tiny_model(context: dg.AssetExecutionContext) -> None:
+        pipes_launcher(context, "tiny", every=every)(train_cmd(data_dir, tmp_path / "run"), None)
+
+    LISTENERS.append(shown.append)
+    try:
+        assert dg.materialize([tiny_model], instance=dg.DagsterInstance.ephemeral()).success
+    finally:
+        LISTENERS.remove(shown.append)
+    assert [m.split(" | ")[0] for m in shown] == [f"tiny: {s}" for s in expected]
+    assert all(" | loss " in m and " tok/s" in m for m in shown)

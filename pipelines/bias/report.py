@@ -35,7 +35,7 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines import fs, storage
-from pipelines.beam_stage import STATS_DIR, WriteStat, read_stat, run_stage, shard_key
+from pipelines.beam_stage import STATS_DIR, WriteStat, for_input_size, read_stat, run_stage, shard_key
 from pipelines.bias.disparity import (
     accumulator_from_json,
     accumulator_to_json,
@@ -168,6 +168,7 @@ class ShardTask:
     label: str | None = None  # representation label
     measured: str | None = None  # the stage whose filter disparity this shard's documents feed
     ledgers: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the measured stage's ledger shards
+    bytes: int = 0  # text bytes of the shard (not part of the identity)
 
     @property
     def key(self) -> str:
@@ -253,6 +254,7 @@ def report_tasks(plan: ReportPlan) -> list[ShardTask]:
                     label,
                     measured,
                     everything if everything is not None else tuple(ledgers.get(key, ())),
+                    int(shard.get("bytes") or 0),
                 )
             )
     return tasks
@@ -363,7 +365,9 @@ def run(job: StageJob) -> StageResult:
         upstream=plan.inputs,
         output=job.cfg.output,
         build=lambda p, v, run: build_report(p, plan, str(v.path), cached, tasks),
-        options=job.options,
+        options=for_input_size(
+            job.options, job.cfg.runner, sum(t.bytes for t in tasks if t.key not in cached)
+        ),
         kinds=(),
         finalize=finalize,
         reuse=job.reuse,

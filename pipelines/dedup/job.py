@@ -17,6 +17,7 @@ completion records; none is read from Beam counters.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -46,14 +47,22 @@ SCRATCH = "_scratch"  # under the version directory; removed before the commit
 INDEX = "index"  # under the version directory: the records of every chunk, kept (the sketch cache)
 KINDS = ("documents", "ledger", "clusters")
 TIMING = "timing"  # statistic: task-seconds per step (not deterministic, unlike every other output)
+EDGES = "edges"  # under index/: this version's band edges, one file per partition (an edge segment)
+CHUNKS_FILE = "chunks.json"  # under index/: the records name of every chunk, in corpus order
+MAX_SEGMENTS = 8  # edge segments a delta merge may read; the next run merges in full
 
 
 class FilterWork(SplitWork):
     """``(shard path, split index, example cluster ids)`` -> kept documents, ledger rows and cluster
     rows of one split; its record gets the split's count of documents in no component, the decisions
-    it matched and its members of the example clusters."""
+    it matched and its members of the example clusters.
+
+    Incremental: a split whose shard and decisions are unchanged is carried; one whose removals are
+    unchanged (only cluster rows differ, e.g. a survivor's kind when a later batch brings it a
+    duplicate) re-uses its documents and ledger shards and re-writes only its cluster rows."""
 
     schemas = {"documents": schemas.DOCUMENTS, "ledger": schemas.LEDGER, "clusters": schemas.CLUSTERS}
+    REUSABLE = ("documents", "ledger")  # kinds that depend only on the split's removals
 
     def __init__(
         self,
@@ -66,22 +75,38 @@ class FilterWork(SplitWork):
         self.previous = dict(
             previous or {}
         )  # split key -> the previous version's split (carry.split_entries)
-        self._decided: tuple[int, dict[int, tuple[str, str, float]], str] | None = None
+        self._decided: tuple[int, dict[int, tuple[str, str, float]], str, str] | None = None
+        self._clusters_only: int | None = None  # split index whose documents and ledger are re-used
         self.kept = counter("dedup.kept")
         self.exact = counter("dedup.removed.exact-duplicate")
         self.near = counter("dedup.removed.near-duplicate")
 
-    def _decisions(self, index: int) -> tuple[dict[int, tuple[str, str, float]], str]:
-        """The split's decisions and a digest of them (read once per split)."""
+    def _decisions(self, index: int) -> tuple[dict[int, tuple[str, str, float]], str, str]:
+        """The split's decisions, a digest of them and a digest of what its documents and ledger rows
+        depend on: the removals (survivor, exact or near, similarity), not the kind of a kept document
+        (read once per split)."""
         if self._decided is None or self._decided[0] != index:
-            decided = steps.split_decisions(self.plan, index)
+            table = steps.split_decision_table(self.plan, index)
+            decided = steps.decisions_by_row(table)
             digest = hashlib.sha256(json.dumps(sorted(decided.items())).encode()).hexdigest()[:32]
-            self._decided = (index, decided, digest)
-        return self._decided[1], self._decided[2]
+            t = table.to_pydict()
+            removals = sorted(
+                (row, cid, kind == "exact", sim)
+                for row, doc, cid, kind, sim in zip(
+                    t["row"], t["doc_id"], t["cluster_id"], t["kind"], t["similarity"], strict=True
+                )
+                if doc != cid or sim != 1.0
+            )
+            removed = hashlib.sha256(json.dumps(removals).encode()).hexdigest()[:32]
+            self._decided = (index, decided, digest, removed)
+        return self._decided[1], self._decided[2], self._decided[3]
 
     def identity(self, key: str, item: tuple[str, int, list[str]]) -> str | None:
-        """Shard checksum + digest of the split's decisions: a split's output depends on nothing else."""
-        return f"{self.inputs[key]}:{self._decisions(item[1])[1]}" if key in self.inputs else None
+        """Shard checksum, digest of the split's decisions, digest of its removals."""
+        if key not in self.inputs:
+            return None
+        _, digest, removed = self._decisions(item[1])
+        return f"{self.inputs[key]}:{digest}:{removed}"
 
     def carried(self, key: str, item: tuple[str, int, list[str]]) -> dict[str, Any] | None:
         earlier = self.previous.get(key)
@@ -90,11 +115,27 @@ class FilterWork(SplitWork):
             return None
         return {"input": identity, "shards": earlier["shards"], "stats": earlier["stats"]}
 
+    def reused(self, key: str, item: tuple[str, int, list[str]]) -> dict[str, list[dict[str, Any]]]:
+        earlier = self.previous.get(key)
+        identity = self.identity(key, item)
+        self._clusters_only = None
+        if earlier is None or identity is None:
+            return {}
+        sha, _, removed = identity.split(":")
+        before = str(earlier["input"]).split(":")
+        if len(before) != 3 or before[0] != sha or before[2] != removed:
+            return {}
+        self._clusters_only = item[1]
+        return {kind: list(earlier["shards"].get(kind, [])) for kind in self.REUSABLE}
+
     def rows(
         self, item: tuple[str, int, list[str]], stats: dict[str, Any], **side: Any
     ) -> Iterator[tuple[str, dict]]:
         path, index, example_ids = item
         decided = self._decisions(index)[0]
+        if self._clusters_only == index:
+            yield from self._cluster_rows(path, decided, set(example_ids), stats)
+            return
         wanted = set(example_ids)
         examples: list[dict] = []
         alone = matched = 0
@@ -121,6 +162,32 @@ class FilterWork(SplitWork):
             detail = f"duplicate of {d['cluster_id']} (estimated Jaccard {d['similarity']:.3f})"
             yield "ledger", schemas.removal_from_document(doc, reason, detail)
         stats.update(alone=alone, decisions_matched=matched, examples=example_members(examples))
+
+    def _cluster_rows(
+        self,
+        path: str,
+        decided: Mapping[int, tuple[str, str, float]],
+        wanted: set[str],
+        stats: dict[str, Any],
+    ) -> Iterator[tuple[str, dict]]:
+        """Only the cluster rows of a split (its documents and ledger are re-used): reads the ids, and
+        the text of the members of example clusters."""
+        with storage.open_parquet(path) as pf:
+            ids = pf.read(columns=["id"]).column("id").to_pylist()
+            rows = [
+                decision(i, *decided[r]) if r in decided else decision(i, i, "unique", 1.0)
+                for r, i in enumerate(ids)
+            ]
+            chosen = [r for r, d in enumerate(rows) if d["cluster_id"] in wanted]
+            extra = pf.read(columns=["text", "lang", "quality"]).take(chosen).to_pylist() if chosen else []
+        for d in rows:
+            yield "clusters", d
+        examples = [
+            {**rows[r], "text": e["text"][:EXAMPLE_CHARS], "lang": e["lang"], "quality": e["quality"]}
+            for r, e in zip(chosen, extra, strict=True)
+        ]
+        matched = sum(1 for r in range(len(ids)) if r in decided)
+        stats.update(alone=len(ids) - matched, decisions_matched=matched, examples=example_members(examples))
 
 
 def example_members(members: Iterable[dict]) -> list[dict]:
@@ -177,7 +244,7 @@ def build_dedup(
     completion record (``FilterWork``)."""
     start = pipeline | "Start" >> beam.Create([{}])
     sketched = _step(start, "Sketch", lambda _: plan.chunks, steps.sketch_chunk, plan)
-    merged = _step(sketched, "Merge", lambda _: plan.merge_tasks(), steps.merge_partition, plan)
+    merged = _step(sketched, "Merge", lambda _: range(len(plan.merge_groups())), steps.merge_group, plan)
     comps = _step(merged, "Components", lambda _: [0], _components, plan)
     decided = _step(comps, "Decide", lambda _: range(plan.member_parts), steps.decide_partition, plan)
 
@@ -240,6 +307,7 @@ def _finalize(
         removed_fraction=(stats["removed"] / stats["documents_in"]) if stats["documents_in"] else 0.0,
         candidate_pairs=job.get("candidate_pairs", 0),
         verified_pairs=job.get("verified_pairs", 0),
+        pairs_known=job.get("pairs_known", 0),  # delta merge: old pairs read from earlier edges
         components=job.get("components", 0),
         largest_component=job.get("largest_component_max", 0),
         sketches_reused=job.get("sketches_reused", 0),
@@ -264,14 +332,40 @@ def _finalize(
     return {"stats": stats, "lsh": to_dict(params), "examples": examples, "task_seconds": seconds}
 
 
+def delta_plan(plan: steps.Plan, prev: storage.StageVersion | None) -> steps.Plan:
+    """``plan`` set up for a delta merge over ``prev``'s edges when that gives a full merge's edges:
+    ``prev``'s chunks are the first chunks of ``plan`` in the same order (the corpus only gained
+    shards, which sort after the old ones), the band partitioning is the same, verification is on,
+    and the chain of edge segments is shorter than ``MAX_SEGMENTS`` (else a full merge starts a new
+    one)."""
+    cfg = plan.cfg
+    if prev is None or not (cfg.near and cfg.verify):
+        return plan
+    edges = prev.manifest().get("edges") or {}
+    segments = list(edges.get("segments") or [])
+    if not segments or edges.get("band_parts") != plan.band_parts or len(segments) >= MAX_SEGMENTS:
+        return plan
+    listing = fs.path(f"{prev.path}/{INDEX}/{CHUNKS_FILE}")
+    if not listing.exists():
+        return plan
+    old = json.loads(listing.read_bytes())
+    if plan.record_names()[: len(old)] != old:
+        return plan
+    root = str(prev.root)
+    return dataclasses.replace(
+        plan, old_chunks=len(old), segments=tuple(f"{root}/{name}/{INDEX}/{EDGES}" for name in segments)
+    )
+
+
 def run(job: StageJob) -> StageResult:
     """Deduplicate the job's upstream (clean) documents into a new version (one Beam job).
 
     Incremental (``output.incremental`` and the current version made with the same config and code):
     the records of unchanged upstream shards are re-used (the sketch cache under ``index/``, text is
-    not read again), every step then runs over the whole corpus, so the decisions are exactly those
-    of a full run, and a split whose shard and decisions are both unchanged is carried, not
-    re-written."""
+    not read again), the merge verifies only buckets with a new document on top of the earlier
+    versions' edges when the corpus only gained shards (:func:`delta_plan`), components and decide
+    run over the whole corpus, so the decisions are exactly those of a full run, and a split whose
+    shard and decisions are both unchanged is carried, not re-written."""
     from pipelines import carry
     from pipelines.beam_stage import shard_checksums
     from pipelines.config import fingerprint
@@ -300,6 +394,10 @@ def run(job: StageJob) -> StageResult:
         plan = steps.make_plan(
             splits, cfg.dedup, work, records_dir=f"{v.path}/{INDEX}", inputs=inputs, cache=cache
         )
+        plan = delta_plan(dataclasses.replace(plan, edges=f"{v.path}/{INDEX}/{EDGES}"), prev)
+        storage.atomic_write_json(fs.path(f"{v.path}/{INDEX}/{CHUNKS_FILE}"), plan.record_names())
+        segments = [s.rsplit("/", 3)[-3] for s in plan.segments]
+        state["edges"] = {"segments": [*segments, v.name], "band_parts": plan.band_parts}
         state["sketches"] = {sha: homes.get(sha, v.name) for sha in sorted(set(inputs.values()))}
         work_fn = FilterWork(plan, inputs, previous)
         build_dedup(p, plan, splits, cfg, str(v.path), run.attempt, work_fn)
@@ -309,9 +407,12 @@ def run(job: StageJob) -> StageResult:
     ) -> dict:
         extra = _finalize(v, entries, up_docs, split_stats, cfg)
         sketches = state.get("sketches", {})
+        edges = state.get("edges", {})
         extra["sketches"] = sketches
+        extra["edges"] = edges
         extra["carry_key"] = carry_key
-        extra["carried_from"] = sorted({name for name in sketches.values() if name != v.name})
+        homes = set(sketches.values()) | set(edges.get("segments", []))
+        extra["carried_from"] = sorted(homes - {v.name})
         return extra
 
     return run_downstream_stage(

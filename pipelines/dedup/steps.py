@@ -6,10 +6,12 @@ groups (:class:`Plan`). Steps (``job.py`` runs each as a Beam step, barriers bet
 1. :func:`sketch_chunk` (one task per chunk): exact key and MinHash signature of every document;
    writes the chunk's fixed-width records (``spill.write_records``) and its keys as a partitioned
    table: one row per (band, document) in band partitions, one per document in exact partitions;
-2. :func:`merge_partition` (one task per partition): a band partition is sorted by key, each bucket
+2. :func:`merge_group` (one task per group of partitions, :meth:`Plan.merge_groups`), each partition by
+   :func:`merge_partition`: a band partition is sorted by key, each bucket
    gives star edges from its first document, and the distinct edges are verified against the
    threshold with the two signatures fetched by row (``spill.read_records``); an exact partition
-   gives ``(member, survivor)`` pairs of each group of equal keys;
+   gives ``(member, survivor)`` pairs of each group of equal keys. A delta merge
+   (``Plan.old_chunks``) verifies only buckets with a new document (:func:`_delta_merge`);
 3. :func:`components` (one task): union-find over the streamed edge files with an array of one
    integer per document (the only state that grows with the corpus: 8 bytes per document, plus 8 for
    the exact survivor); writes the members of every component of two or more documents,
@@ -51,6 +53,8 @@ EXAMPLE_CLUSTERS = 3
 EDGE_BATCH = 1 << 16  # edges read and unioned per vectorised step
 COMPARE_BATCH = 1 << 14  # signature pairs compared per vectorised step (2 x 16 MB at 256 perms)
 VERIFY_ROWS = 1 << 15  # bucket rows whose signatures one verification batch holds (~32 MB at 256 perms)
+BANDS_PER_TASK = 16  # band partitions per merge task, sharing one signature cache
+SIG_CACHE_BYTES = 256 << 20  # signatures a merge task keeps for its next band partitions
 
 KEYS = pa.schema([("k1", pa.uint64()), ("k2", pa.uint64()), ("gid", pa.uint64())])
 EDGES = pa.schema([("a", pa.uint64()), ("b", pa.uint64())])
@@ -95,6 +99,12 @@ class Plan:
     band_parts: int  # sub-partitions per band
     exact_parts: int
     member_parts: int
+    edges: str = ""  # directory of this run's band edge files (kept: the next run's edge segment)
+    # delta merge: chunks [0, old_chunks) are those of the previous version, in the same order, whose
+    # band edges are the files of ``segments`` (directories); only buckets holding a newer document
+    # are verified (see merge_partition)
+    old_chunks: int = 0
+    segments: tuple[str, ...] = ()
 
     @property
     def offsets(self) -> np.ndarray:
@@ -112,6 +122,15 @@ class Plan:
             self.exact_parts if self.cfg.exact else 0
         )
         return list(range(n))
+
+    def merge_groups(self) -> list[list[int]]:
+        """The partitions of each merge task: band partitions dealt round-robin into groups of about
+        ``BANDS_PER_TASK`` (a task fetches a document's signature once for all its bands while its
+        :class:`SignatureCache` holds it), then one task per exact partition."""
+        parts = self.merge_tasks()
+        band = [p for p in parts if not self.is_exact(p)]
+        n = math.ceil(len(band) / BANDS_PER_TASK)
+        return [band[g::n] for g in range(n)] + [[p] for p in parts if self.is_exact(p)]
 
     def is_exact(self, part: int) -> bool:
         return not self.cfg.near or part >= self.bands * self.band_parts
@@ -131,8 +150,19 @@ class Plan:
         return f"{self.work}/keys/{chunk:06d}.parquet"
 
     def merged(self, part: int) -> str:
-        kind = "exact" if self.is_exact(part) else "edges"
-        return f"{self.work}/{kind}/{part:05d}.parquet"
+        if self.is_exact(part):
+            return f"{self.work}/exact/{part:05d}.parquet"
+        return f"{self.edges or self.work + '/edges'}/{part:05d}.parquet"
+
+    def edge_files(self, part: int) -> list[str]:
+        """Every file holding band edges of partition ``part``: the earlier segments' and this run's."""
+        if self.is_exact(part):
+            return [self.merged(part)]
+        return [f"{d}/{part:05d}.parquet" for d in self.segments] + [self.merged(part)]
+
+    def record_names(self) -> list[str]:
+        """The records file of every chunk by name (what a later run's delta merge checks)."""
+        return [self.records(c.index).rsplit("/", 1)[-1] for c in self.chunks]
 
     def members(self) -> str:
         return f"{self.work}/members.parquet"
@@ -345,7 +375,61 @@ def _pairs_unique(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return a[keep], b[keep]
 
 
-def merge_partition(part: int, plan: Plan) -> dict[str, int]:
+class SignatureCache:
+    """Signatures fetched by gid (``fetch``), kept for the next band partitions of one merge task: a
+    document is in one bucket per band, so without it a task would read its signature once per band.
+    Holds at most ``limit`` bytes (rows appended to one buffer, found through a sorted gid index);
+    when a fetch would overflow it, it starts again from that fetch."""
+
+    def __init__(self, plan: Plan, limit: int | None = None) -> None:
+        self.plan = plan
+        self.limit = SIG_CACHE_BYTES if limit is None else limit
+        self.gids = np.zeros(0, dtype=np.uint64)  # sorted
+        self.slots = np.zeros(0, dtype=np.int64)  # row of each sorted gid in ``buffer``
+        self.buffer: np.ndarray | None = None
+        self.used = 0
+
+    def get(self, gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(array, index)``: the signatures of sorted unique ``gids`` are ``array[index]`` (the
+        cache's own buffer when they fit in it, so hits are not copied)."""
+        pos = np.searchsorted(self.gids, gids)
+        hit = np.zeros(len(gids), dtype=bool)
+        inside = pos < len(self.gids)
+        hit[inside] = self.gids[pos[inside]] == gids[inside]
+        missing = gids[~hit]
+        fresh = fetch(self.plan, missing, with_ids=False)[0]["sig"]
+        if self.buffer is None:
+            row = max(1, fresh.itemsize * int(np.prod(fresh.shape[1:])))
+            capacity = min(self.limit // row, self.plan.documents)
+            self.buffer = np.empty((capacity, *fresh.shape[1:]), dtype=fresh.dtype)
+        if self.used + len(missing) <= len(self.buffer):
+            self._add(missing, fresh)
+            return self.buffer, self.slots[np.searchsorted(self.gids, gids)]
+        out = np.empty((len(gids), *fresh.shape[1:]), dtype=fresh.dtype)
+        out[~hit] = fresh
+        out[hit] = self.buffer[self.slots[pos[hit]]]
+        self.gids, self.slots, self.used = self.gids[:0], self.slots[:0], 0  # full: start again
+        if len(gids) <= len(self.buffer):
+            self._add(gids, out)
+        return out, np.arange(len(gids))
+
+    def _add(self, gids: np.ndarray, sigs: np.ndarray) -> None:
+        assert self.buffer is not None
+        self.buffer[self.used : self.used + len(gids)] = sigs
+        gids_all = np.concatenate([self.gids, gids])
+        slots_all = np.concatenate([self.slots, np.arange(self.used, self.used + len(gids), dtype=np.int64)])
+        order = np.argsort(gids_all, kind="stable")
+        self.gids, self.slots = gids_all[order], slots_all[order]
+        self.used += len(gids)
+
+
+def merge_group(group: int, plan: Plan) -> dict[str, int]:
+    """Step 2 for one merge task: its partitions (``Plan.merge_groups``) with one signature cache."""
+    cache = SignatureCache(plan)
+    return merge_stats(merge_partition(part, plan, cache) for part in plan.merge_groups()[group])
+
+
+def merge_partition(part: int, plan: Plan, cache: SignatureCache | None = None) -> dict[str, int]:
     """Step 2 for one partition: verified star edges (band) or exact pairs (exact)."""
     paths = [plan.keys(c.index) for c in plan.chunks]
     t = spill.read_partition(paths, part, KEYS)
@@ -359,6 +443,8 @@ def merge_partition(part: int, plan: Plan) -> dict[str, int]:
     size = np.bincount(start, minlength=len(gid))
     grouped = np.flatnonzero(size[start] > 1)
     gid, start = gid[grouped], np.searchsorted(grouped, start[grouped])
+    if plan.old_chunks:
+        return _delta_merge(part, plan, cache or SignatureCache(plan, limit=0), gid, start)
     if not plan.cfg.verify:
         is_member = start != np.arange(len(gid))
         a, b = _pairs_unique(gid[start[is_member]], gid[is_member])
@@ -366,6 +452,7 @@ def merge_partition(part: int, plan: Plan) -> dict[str, int]:
         return {"candidate_pairs": int(len(a)), "verified_pairs": int(len(a))}
     # whole buckets in batches of about VERIFY_ROWS rows: a document is in one bucket per band, so each
     # batch fetches distinct signatures and memory stays bounded whatever the partition size
+    cache = cache or SignatureCache(plan, limit=0)
     src, dst, tried = [], [], 0
     cuts = np.flatnonzero(np.diff(start)) + 1
     bounds = np.concatenate([[0], cuts, [len(gid)]]).astype(np.int64)
@@ -376,11 +463,11 @@ def merge_partition(part: int, plan: Plan) -> dict[str, int]:
             hi = int(bounds[np.searchsorted(bounds, lo, side="right")])
         g = gid[lo:hi]
         order = np.argsort(g)
-        recs, _ = fetch(plan, g[order], with_ids=False)
-        sig = np.empty_like(recs["sig"])
-        sig[order] = recs["sig"]
-        del recs
-        a, b, n = verified_bucket_edges(start[lo:hi] - lo, sig, plan.cfg.threshold)
+        sig, index = cache.get(g[order])
+        at = np.empty(len(g), dtype=np.int64)
+        at[order] = index
+        a, b, n = verified_bucket_edges(start[lo:hi] - lo, sig, plan.cfg.threshold, at=at)
+        del sig
         src.append(g[a])
         dst.append(g[b])
         tried += n
@@ -393,16 +480,38 @@ def merge_partition(part: int, plan: Plan) -> dict[str, int]:
 
 
 def verified_bucket_edges(
-    start: np.ndarray, sig: np.ndarray, threshold: float, rounds: int = REHUB_ROUNDS
+    start: np.ndarray,
+    sig: np.ndarray,
+    threshold: float,
+    rounds: int = REHUB_ROUNDS,
+    at: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Verified edges of LSH buckets: rows ``i`` of a bucket share ``start[i]`` (its first row, in
-    corpus order) and have signatures ``sig[i]``.
+    corpus order) and have signatures ``sig[i]`` (``sig[at[i]]`` with ``at``).
 
     Round 1 links every member to the bucket's first member (the hub) when their estimated Jaccard
     clears ``threshold``; the members that failed form the next round's bucket with their first
     as hub, up to ``rounds`` rounds. So a dissimilar hub does not hide pairs of similar members.
     Returns the row pairs and the number of pairs compared.
     """
+
+    def similar(others: np.ndarray, hubs: np.ndarray) -> np.ndarray:
+        ok = np.zeros(len(others), dtype=bool)
+        for s in range(0, len(others), COMPARE_BATCH):
+            o, h = others[s : s + COMPARE_BATCH], hubs[s : s + COMPARE_BATCH]
+            if at is not None:
+                o, h = at[o], at[h]
+            ok[s : s + COMPARE_BATCH] = (sig[o] == sig[h]).mean(axis=1) >= threshold
+        return ok
+
+    return star_rounds(start, similar, rounds)
+
+
+def star_rounds(
+    start: np.ndarray, similar: Any, rounds: int = REHUB_ROUNDS
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The rounds of :func:`verified_bucket_edges` with ``similar(others, hubs) -> bool array`` (row
+    numbers) deciding each comparison."""
     active = np.ones(len(start), dtype=bool)
     src, dst = [], []
     tried = 0
@@ -416,10 +525,7 @@ def verified_bucket_edges(
         hub_of = rows[np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0))]
         others = rows[~first]
         hubs = hub_of[~first]
-        ok = np.zeros(len(others), dtype=bool)
-        for s in range(0, len(others), COMPARE_BATCH):
-            o, h = others[s : s + COMPARE_BATCH], hubs[s : s + COMPARE_BATCH]
-            ok[s : s + COMPARE_BATCH] = (sig[o] == sig[h]).mean(axis=1) >= threshold
+        ok = similar(others, hubs)
         tried += len(others)
         src.append(hubs[ok])
         dst.append(others[ok])
@@ -435,6 +541,79 @@ def verified_bucket_edges(
             start[failed] = failed[np.maximum.accumulate(np.where(new, np.arange(len(failed)), 0))]
     empty = np.zeros(0, dtype=np.int64)
     return (np.concatenate(src) if src else empty), (np.concatenate(dst) if dst else empty), tried
+
+
+def _delta_merge(
+    part: int, plan: Plan, cache: SignatureCache, gid: np.ndarray, start: np.ndarray
+) -> dict[str, int]:
+    """A band partition when the chunks before ``plan.old_chunks`` were merged by an earlier version
+    (same order, same partitioning) whose edges are in ``plan.segments``: only buckets holding a newer
+    document are verified, and only what the earlier run could not have compared is compared.
+
+    Exact: new documents come after every old one in corpus order, so in a bucket's rounds an old
+    member meets the same hubs as before, and whether it passed is whether the earlier edges hold
+    ``(hub, member)`` (an edge is kept in any bucket whose rounds pair it, and its result depends only
+    on the two signatures). Pairs with a new document are compared by signature. The earlier edges
+    plus the new ones written here are then the edges a full merge would give."""
+    new = (gid >> np.uint64(ROW_BITS)) >= np.uint64(plan.old_chunks)
+    bucket_new = np.zeros(len(gid), dtype=bool)
+    np.logical_or.at(bucket_new, start, new)
+    rows = np.flatnonzero(bucket_new[start])  # the rows of buckets with a new member
+    gid, start, new = gid[rows], np.searchsorted(rows, start[rows]), new[rows]
+    old_keys = _old_edge_keys(part, plan)
+    n = np.int64(max(plan.documents, 1))
+    dense = _dense(plan, gid)
+    threshold = plan.cfg.threshold
+    src, dst, tried, looked_up = [], [], 0, 0
+    cuts = np.flatnonzero(np.diff(start)) + 1
+    bounds = np.concatenate([[0], cuts, [len(gid)]]).astype(np.int64)
+    lo = 0
+    while lo < len(gid):
+        hi = int(bounds[np.searchsorted(bounds, lo + VERIFY_ROWS, side="right") - 1])
+        if hi <= lo:
+            hi = int(bounds[np.searchsorted(bounds, lo, side="right")])
+        g, d, nw = gid[lo:hi], dense[lo:hi], new[lo:hi]
+
+        def similar(others: np.ndarray, hubs: np.ndarray, g=g, d=d, nw=nw) -> np.ndarray:
+            nonlocal tried, looked_up
+            ok = np.zeros(len(others), dtype=bool)
+            known = ~nw[others] & ~nw[hubs]
+            key = d[hubs[known]] * n + d[others[known]]
+            pos = np.minimum(np.searchsorted(old_keys, key), max(len(old_keys) - 1, 0))
+            ok[known] = old_keys[pos] == key if len(old_keys) else False
+            looked_up += int(known.sum())
+            todo = np.flatnonzero(~known)
+            tried += len(todo)
+            for s in range(0, len(todo), COMPARE_BATCH):
+                t = todo[s : s + COMPARE_BATCH]
+                o, h = others[t], hubs[t]
+                need = np.unique(np.concatenate([g[o], g[h]]))
+                sig, index = cache.get(need)
+                io = index[np.searchsorted(need, g[o])]
+                ih = index[np.searchsorted(need, g[h])]
+                ok[t] = (sig[io] == sig[ih]).mean(axis=1) >= threshold
+            return ok
+
+        a, b, _ = star_rounds(start[lo:hi] - lo, similar)
+        fresh = nw[a] | nw[b]  # edges between old documents are in the earlier segments already
+        src.append(g[a[fresh]])
+        dst.append(g[b[fresh]])
+        lo = hi
+    a, b = _pairs_unique(
+        np.concatenate(src or [np.zeros(0, np.uint64)]), np.concatenate(dst or [np.zeros(0, np.uint64)])
+    )
+    spill.write_table(plan.merged(part), pa.table({"a": a, "b": b}, schema=EDGES))
+    return {"candidate_pairs": tried, "verified_pairs": int(len(a)), "pairs_known": looked_up}
+
+
+def _old_edge_keys(part: int, plan: Plan) -> np.ndarray:
+    """Sorted ``dense(a) * documents + dense(b)`` of the earlier segments' edges of ``part``."""
+    keys = []
+    n = np.int64(max(plan.documents, 1))
+    for path in plan.edge_files(part)[:-1]:
+        for a, b in _edge_batches(path, ("a", "b")):
+            keys.append(_dense(plan, a) * n + _dense(plan, b))
+    return np.sort(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
 
 
 def _exact_pairs(part: int, plan: Plan, gid: np.ndarray, start: np.ndarray) -> dict[str, int]:
@@ -514,7 +693,7 @@ def components(plan: Plan) -> dict[str, int]:
     edges = 0
     for part in plan.merge_tasks():
         cols = ("member", "survivor") if plan.is_exact(part) else ("a", "b")
-        for a, b in _edge_batches(plan.merged(part), cols):
+        for a, b in (batch for path in plan.edge_files(part) for batch in _edge_batches(path, cols)):
             da, db = _dense(plan, a), _dense(plan, b)
             if plan.is_exact(part):
                 exact[da] = db
@@ -666,8 +845,17 @@ def cluster_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def split_decisions(plan: Plan, split: int) -> dict[int, tuple[str, str, float]]:
     """``row in split -> (cluster_id, kind, similarity)`` for the split's documents in components."""
+    return decisions_by_row(split_decision_table(plan, split))
+
+
+def split_decision_table(plan: Plan, split: int) -> pa.Table:
+    """The decisions of the split's documents in components (``DECISIONS``)."""
     paths = [plan.decisions(q) for q in range(plan.member_parts)]
-    t = spill.read_partition(paths, split, DECISIONS)
+    return spill.read_partition(paths, split, DECISIONS)
+
+
+def decisions_by_row(t: pa.Table) -> dict[int, tuple[str, str, float]]:
+    """``row -> (cluster_id, kind, similarity)`` of a ``DECISIONS`` table."""
     return dict(
         zip(
             t.column("row").to_pylist(),

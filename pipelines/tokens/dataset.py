@@ -32,7 +32,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines import carry, fs, storage
-from pipelines.beam_stage import counter, run_stage, shard_checksums, shard_splits
+from pipelines.beam_stage import counter, for_input_size, run_stage, shard_checksums, shard_key, shard_splits
 from pipelines.config import (
     LOCAL_RUNNERS,
     ConfigError,
@@ -338,6 +338,11 @@ def run(job: StageJob) -> StageResult:
         job.log(f"{job.name}: appending {len(splits):,} new upstream shards to {previous.name}")  # type: ignore[union-attr]
     else:
         previous = None
+    todo = {k for k, _ in splits}
+    work = sum(
+        int(s.get("bytes") or 0) for s in upstream.manifest()["documents"]["shards"] if shard_key(s) in todo
+    )
+    options = for_input_size(options, cfg.runner, work)
     threads = encode_threads(options)
     tok_val_fraction = tok_version.manifest().get("config", {}).get("val_fraction")
     if tok_val_fraction is not None and tok_val_fraction != cfg.tokens.val_fraction:

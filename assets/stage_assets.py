@@ -99,7 +99,8 @@ def pipes_launcher(context: dg.AssetExecutionContext, label: str, every: float =
     def launch(cmd: list[str], result_file: Any) -> dict[str, Any]:
         context.log.info("running: " + " ".join(cmd))
         forward = PipesLines(label, every)
-        context.log.addHandler(forward)
+        # first in line: Dagster's own handler rewrites the record's message in place
+        context.log.handlers.insert(0, forward)
         try:
             invocation = client.run(context=context, command=cmd)
         finally:

@@ -25,6 +25,7 @@ from pipelines.stage import StageJob, StageResult
 log = logging.getLogger(__name__)
 
 NAMESPACE = "corpusforge"
+WARM_WORKERS = "corpusforge_warm_workers"  # experiment flag: multi_processing workers fork warm
 
 
 def pipeline_options(runner: RunnerConfig, *, in_memory: bool = False) -> PipelineOptions:
@@ -43,6 +44,8 @@ def pipeline_options(runner: RunnerConfig, *, in_memory: bool = False) -> Pipeli
         workers = runner.direct_num_workers or (os.cpu_count() or 1)
         args += [f"--direct_running_mode={mode}", f"--direct_num_workers={1 if in_memory else workers}"]
         args += ["--default_sdk_harness_log_level=WARNING"]
+        if runner.warm_workers and runner.runner == "FnApiRunner" and mode == "multi_processing":
+            args.append(f"--experiments={WARM_WORKERS}")
     args += [str(o) for o in runner.options]
     return PipelineOptions(args)
 
@@ -202,7 +205,8 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOption
     """
     from pipelines.beam_cancel import cancel, local_workers_stopped
 
-    pipeline = beam.Pipeline(options=options)
+    runner, options = warm_runner(options)
+    pipeline = beam.Pipeline(runner=runner, options=options)
     build(pipeline)
     with local_workers_stopped():
         result = pipeline.run()
@@ -212,6 +216,43 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], options: PipelineOption
             cancel(result)
             raise
     return query_counters(result)
+
+
+def warm_runner(options: PipelineOptions) -> tuple[Any, PipelineOptions]:
+    """``(runner, options)`` for :func:`run_pipeline`: a ``FnApiRunner`` whose ``multi_processing``
+    workers fork from a warm process (:mod:`pipelines.runners.warm_sdk_worker_main`) when the options
+    ask for it (``runner.warm_workers``) and it starts; else ``(None, options)`` (Beam's own)."""
+    from apache_beam.options.pipeline_options import DebugOptions, DirectOptions, StandardOptions
+
+    if (
+        options.view_as(StandardOptions).runner != "FnApiRunner"
+        or options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+        or WARM_WORKERS not in (options.view_as(DebugOptions).experiments or [])
+    ):
+        return None, options
+    from pipelines.runners import warm_sdk_worker_main as warm
+
+    if not warm.ensure_zygote():
+        log.warning("warm Beam workers could not start; starting a fresh interpreter per worker")
+        return None, options
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    # the environment carries the workers' command; "in_memory" keeps FnApiRunner from replacing it
+    # (it still starts direct_num_workers of them)
+    values = options.get_all_options(drop_default=True)
+    local = PipelineOptions.from_dictionary({**values, "direct_running_mode": "in_memory"})
+    logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(
+        _not_in_memory_warning
+    )
+    return FnApiRunner(
+        default_environment=SubprocessSDKEnvironment.from_command_string(warm.command())
+    ), local
+
+
+def _not_in_memory_warning(record: logging.LogRecord) -> bool:
+    """Drop FnApiRunner's advice to use multi_processing for several workers (they are processes)."""
+    return "direct_running_mode" not in str(record.msg)
 
 
 Finalize = Callable[[storage.StageVersion, Any, dict[str, Any], list[dict[str, Any]]], Mapping[str, Any]]
@@ -236,6 +277,8 @@ def run_stage(
     split_keys: list[str] | None = None,
     split_inputs: Mapping[str, str] | None = None,
     carry_key: str | None = None,
+    split_bytes: Mapping[str, int] | None = None,
+    sized: Callable[[int], PipelineOptions] | None = None,
 ) -> StageResult:
     """Run a stage's pipeline into a new version inside :func:`storage.transaction`.
 
@@ -246,7 +289,9 @@ def run_stage(
     which must cover every key. ``split_inputs`` (identity of each split's input) and ``carry_key``
     (fingerprint of stage, config and code) make it incremental (:mod:`pipelines.carry`): splits whose
     input the current version already processed with the same carry key are carried, not re-run,
-    unless ``output.incremental`` is false.
+    unless ``output.incremental`` is false. ``sized(bytes)`` gives the options for a run that reads
+    ``bytes`` of text: the ``split_bytes`` of the splits neither carried nor finished before (small
+    work runs in process, :func:`for_input_size`).
     ``finalize(version, counters, entries, split_stats)`` may add entries (stats, reports) to the
     manifest (``counters``: see :data:`Counters`, for monitoring only; ``split_stats``: the ``stats``
     of every split's record, in key order, or ``[]``).
@@ -287,6 +332,9 @@ def run_stage(
                     f"{prev.name} (carried), {len(split_keys) - len(carried) - len(done):,} to process"
                 )
         run = carry.SplitRun(attempt, frozenset(carried) | frozenset(done))
+        if sized is not None and split_bytes is not None:
+            todo = [k for k in split_keys or () if k not in carried and k not in done]
+            options = sized(sum(int(split_bytes.get(k, 0)) for k in todo))
         monitor = ProgressMonitor(
             stage,
             version,
@@ -367,22 +415,6 @@ def for_input_size(
     )
 
 
-def bytes_to_process(
-    data_dir: str, stage: str, carry_key: str | None, shards: list[Mapping[str, Any]], kinds: tuple[str, ...]
-) -> int:
-    """Text bytes of the upstream ``shards`` whose split the stage's current version (same carry key)
-    did not already process: what an incremental run will read."""
-    from pipelines import carry
-
-    total = sum(int(s.get("bytes") or 0) for s in shards)
-    prev = carry.previous(data_dir, stage, carry_key) if carry_key else None
-    if prev is None:
-        return total
-    sums = {shard_key(s): str(s["sha256"]) for s in shards}
-    done = carry.carried_records(prev, sums, kinds)
-    return sum(int(s.get("bytes") or 0) for s in shards if shard_key(s) not in done)
-
-
 class EmptyOutputError(RuntimeError):
     """A stage with input wrote no output shards; nothing is committed."""
 
@@ -414,10 +446,9 @@ def run_downstream_stage(
     splits = shard_splits(upstream)
     up_docs = upstream.manifest()["documents"]
     carry_key = fingerprint(job.name, section, *fingerprint_extra) if carry else None
-    work = int(up_docs.get("bytes") or 0)
-    if carry and job.cfg.output.incremental:
-        work = bytes_to_process(job.data_dir, job.name, carry_key, up_docs.get("shards") or [], kinds)
-    options = for_input_size(job.options, job.cfg.runner, work, cost)
+    sizes: dict[str, int] = {}
+    for shard in up_docs.get("shards") or []:
+        sizes[shard_key(shard)] = sizes.get(shard_key(shard), 0) + int(shard.get("bytes") or 0)
     return run_stage(
         stage=job.name,
         data_dir=job.data_dir,
@@ -426,11 +457,13 @@ def run_downstream_stage(
         upstream={upstream.stage: upstream.name},
         output=job.cfg.output,
         build=lambda p, v, run: build(p, splits, v, run),
-        options=options,
+        options=job.options,
         kinds=kinds,
         finalize=lambda v, counters, entries, split_stats: finalize(
             v, counters, entries, up_docs, split_stats
         ),
+        split_bytes=sizes,
+        sized=lambda work: for_input_size(job.options, job.cfg.runner, work, cost),
         reuse=job.reuse,
         inputs=int(up_docs.get("rows") or 0),
         log=job.log,

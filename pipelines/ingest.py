@@ -681,10 +681,7 @@ def run(job: StageJob) -> StageResult:
         number = int((prev.manifest().get("batch") or {}).get("number", 0)) + 1
         batch = plan_batch(planned, carry.read_splits(prev), number, prev.name, cfg.raw)
     groups = batch.groups
-    new = [split for key, group in groups if carry.batch_of(key) == batch.number for split in group]
-    options = for_input_size(
-        job.options, cfg.runner, sum((s.end if s.end >= 0 else s.size) - s.start for s in new)
-    )
+    sizes = {key: sum((s.end if s.end >= 0 else s.size) - s.start for s in group) for key, group in groups}
     return run_stage(
         stage=job.name,
         data_dir=cfg.paths.data_dir,
@@ -693,7 +690,7 @@ def run(job: StageJob) -> StageResult:
         upstream={"input": cfg.paths.input},
         output=cfg.output,
         build=lambda p, v, run: build_ingest(p, groups, cfg, str(v.path), run),
-        options=options,
+        options=job.options,
         finalize=lambda v, counters, entries, split_stats: _finalize(entries, split_stats, batch),
         reuse=job.reuse,
         inputs=len(groups),
@@ -701,4 +698,6 @@ def run(job: StageJob) -> StageResult:
         split_keys=[key for key, _ in groups],
         split_inputs={key: group_identity(group) for key, group in groups},
         carry_key=carry_key,
+        split_bytes=sizes,
+        sized=lambda work: for_input_size(job.options, cfg.runner, work),
     )

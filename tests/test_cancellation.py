@@ -122,8 +122,9 @@ from pipelines.config import load_config
 
 cfg = load_config(overrides={"paths": {"input": sys.argv[1], "data_dir": sys.argv[2]},
                              "raw": {"split_bytes": 1 << 20}})
+warm = ["--experiments=corpusforge_warm_workers"] if sys.argv[3:] == ["warm"] else []
 options = PipelineOptions(
-    ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2", *warm]
 )
 run_stage("raw", cfg, options)
 print("STAGE FINISHED", flush=True)
@@ -259,15 +260,21 @@ def raw_versions(data: Path) -> set[str]:
 
 @needs_proc
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupting_a_local_multiprocess_stage_commits_nothing_and_stops_its_workers(tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "mode"),
+    [(signal.SIGINT, "cold"), (signal.SIGTERM, "cold"), (signal.SIGTERM, "warm")],
+    ids=["SIGINT", "SIGTERM", "SIGTERM-warm-workers"],
+)
+def test_interrupting_a_local_multiprocess_stage_commits_nothing_and_stops_its_workers(tmp_path, sig, mode):
     data, previous = committed_raw(tmp_path)
     write_corpus(tmp_path / "big", mib=120)
     log = tmp_path / "driver.log"
-    proc = start(STAGE_DRIVER, str(tmp_path / "big"), str(data), log=log)
+    proc = start(STAGE_DRIVER, str(tmp_path / "big"), str(data), mode, log=log)
+    # warm: the zygote, and per worker its client and the forked worker (all named sdk_worker_main)
+    expected = 5 if mode == "warm" else 2
     try:
         wait_for(
-            lambda: beam_cancel.sdk_worker_pids(proc.pid) and len(raw_versions(data)) > 1,
+            lambda: len(beam_cancel.sdk_worker_pids(proc.pid)) >= expected and len(raw_versions(data)) > 1,
             120,
             "the job's workers and its new version",
             proc,
@@ -276,7 +283,7 @@ def test_interrupting_a_local_multiprocess_stage_commits_nothing_and_stops_its_w
         time.sleep(2.0)
         workers = beam_cancel.sdk_worker_pids(proc.pid)
         assert proc.poll() is None, "the stage finished before the signal: make the corpus bigger"
-        assert len(workers) >= 2
+        assert len(workers) >= expected
         took = interrupt(proc, sig, log)
     finally:
         if proc.poll() is None:

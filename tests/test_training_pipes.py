@@ -110,8 +110,9 @@ def test_the_cli_display_gets_the_step_lines_thinned_in_time(
     shown: list[str] = []
 
     @dg.asset
-    def tiny_model(context: dg.AssetExecutionContext) -> None:
-        pipes_launcher(context, "tiny", every=every)(train_cmd(data_dir, tmp_path / "run"), None)
+    def tiny_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        summary = pipes_launcher(context, "tiny", every=every)(train_cmd(data_dir, tmp_path / "run"), None)
+        return dg.MaterializeResult(metadata={"steps": summary["steps"]})
 
     LISTENERS.append(shown.append)
     try:

@@ -110,6 +110,18 @@ def _exactly(conn: socket.socket, n: int) -> bytes:
     return data
 
 
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent exits (a killed driver leaves no zygote, a
+    killed zygote no worker); elsewhere the zygote's parent check is all there is."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker(env: dict[str, str]) -> int:
     """Run Beam's worker harness with ``env`` (in a forked child)."""
     os.environ.clear()
@@ -129,9 +141,10 @@ def serve(path: str) -> None:
     """The zygote: fork a worker per connection until the parent process is gone."""
     import importlib
 
+    parent = os.getppid()
+    _die_with_parent()
     for name in PRELOAD:
         importlib.import_module(name)
-    parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
     os.rename(path + ".tmp", path)  # exists only once it accepts connections
@@ -146,6 +159,7 @@ def serve(path: str) -> None:
                 env = json.loads(_recv(conn))
                 pid = os.fork()
                 if pid == 0:  # the worker
+                    _die_with_parent()
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)
                     listener.close()
                     for other in waiting.values():

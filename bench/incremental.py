@@ -57,11 +57,14 @@ print("TIMES " + json.dumps(times), flush=True)
 """
 
 
+WARM = {"warm_workers": False}  # --warm-workers: fork Beam workers from a warm zygote
+
+
 def _overrides(corpus: Path, data: Path, incremental: bool, workers: int) -> dict[str, Any]:
     return {
         "paths": {"input": str(corpus), "data_dir": str(data)},
         "output": {"incremental": incremental},
-        "runner": {"direct_running_mode": "multi_processing", "direct_num_workers": workers},
+        "runner": {"direct_running_mode": "multi_processing", "direct_num_workers": workers, **WARM},
     }
 
 
@@ -169,7 +172,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--skip-resume", action="store_true", help="measure full and incremental runs only")
+    ap.add_argument("--warm-workers", action="store_true", help="runner.warm_workers: true")
     args = ap.parse_args()
+    WARM["warm_workers"] = args.warm_workers
 
     source = args.work / "source"
     if not (source / "corpus.json").exists():
@@ -179,7 +184,13 @@ def main() -> None:
     batch = files[-args.batch_files :]
     batch_bytes = sum(f.stat().st_size for f in batch)
     total_bytes = sum(f.stat().st_size for f in files)
-    base = {"bench": "incremental", "corpus_mb": args.mb, "files": len(files), "machine": machine_facts()}
+    base = {
+        "bench": "incremental",
+        "corpus_mb": args.mb,
+        "files": len(files),
+        "warm_workers": args.warm_workers,
+        "machine": machine_facts(),
+    }
 
     corpus = args.work / "corpus"  # the whole corpus: the full rebuild's input
     shutil.rmtree(args.work / "data-full", ignore_errors=True)

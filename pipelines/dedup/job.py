@@ -332,29 +332,29 @@ def _finalize(
     return {"stats": stats, "lsh": to_dict(params), "examples": examples, "task_seconds": seconds}
 
 
-def delta_plan(plan: steps.Plan, prev: storage.StageVersion | None) -> steps.Plan:
-    """``plan`` set up for a delta merge over ``prev``'s edges when that gives a full merge's edges:
+def delta_plan(plan: steps.Plan, prev: storage.StageVersion | None) -> tuple[steps.Plan, list[str]]:
+    """``plan`` set up for a delta merge over ``prev``'s edges, and the versions of the edge segments
+    it reads (none for a full merge), when that gives a full merge's edges:
     ``prev``'s chunks are the first chunks of ``plan`` in the same order (the corpus only gained
     shards, which sort after the old ones), the band partitioning is the same, verification is on,
     and the chain of edge segments is shorter than ``MAX_SEGMENTS`` (else a full merge starts a new
     one)."""
     cfg = plan.cfg
     if prev is None or not (cfg.near and cfg.verify):
-        return plan
+        return plan, []
     edges = prev.manifest().get("edges") or {}
     segments = list(edges.get("segments") or [])
     if not segments or edges.get("band_parts") != plan.band_parts or len(segments) >= MAX_SEGMENTS:
-        return plan
+        return plan, []
     listing = fs.path(f"{prev.path}/{INDEX}/{CHUNKS_FILE}")
     if not listing.exists():
-        return plan
+        return plan, []
     old = json.loads(listing.read_bytes())
     if plan.record_names()[: len(old)] != old:
-        return plan
+        return plan, []
     root = str(prev.root)
-    return dataclasses.replace(
-        plan, old_chunks=len(old), segments=tuple(f"{root}/{name}/{INDEX}/{EDGES}" for name in segments)
-    )
+    dirs = tuple(f"{root}/{name}/{INDEX}/{EDGES}" for name in segments)
+    return dataclasses.replace(plan, old_chunks=len(old), segments=dirs), segments
 
 
 def run(job: StageJob) -> StageResult:
@@ -394,9 +394,8 @@ def run(job: StageJob) -> StageResult:
         plan = steps.make_plan(
             splits, cfg.dedup, work, records_dir=f"{v.path}/{INDEX}", inputs=inputs, cache=cache
         )
-        plan = delta_plan(dataclasses.replace(plan, edges=f"{v.path}/{INDEX}/{EDGES}"), prev)
+        plan, segments = delta_plan(dataclasses.replace(plan, edges=f"{v.path}/{INDEX}/{EDGES}"), prev)
         storage.atomic_write_json(fs.path(f"{v.path}/{INDEX}/{CHUNKS_FILE}"), plan.record_names())
-        segments = [s.rsplit("/", 3)[-3] for s in plan.segments]
         state["edges"] = {"segments": [*segments, v.name], "band_parts": plan.band_parts}
         state["sketches"] = {sha: homes.get(sha, v.name) for sha in sorted(set(inputs.values()))}
         work_fn = FilterWork(plan, inputs, previous)

@@ -57,7 +57,7 @@ print("TIMES " + json.dumps(times), flush=True)
 """
 
 
-WARM = {"warm_workers": False}  # --warm-workers: fork Beam workers from a warm zygote
+WARM = {"warm_workers": True}  # --cold-workers: Beam's fresh interpreter per worker
 
 
 def _overrides(corpus: Path, data: Path, incremental: bool, workers: int) -> dict[str, Any]:
@@ -172,9 +172,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--skip-resume", action="store_true", help="measure full and incremental runs only")
-    ap.add_argument("--warm-workers", action="store_true", help="runner.warm_workers: true")
+    ap.add_argument("--cold-workers", action="store_true", help="runner.warm_workers: false")
     args = ap.parse_args()
-    WARM["warm_workers"] = args.warm_workers
+    WARM["warm_workers"] = not args.cold_workers
 
     source = args.work / "source"
     if not (source / "corpus.json").exists():
@@ -188,7 +188,7 @@ def main() -> None:
         "bench": "incremental",
         "corpus_mb": args.mb,
         "files": len(files),
-        "warm_workers": args.warm_workers,
+        "warm_workers": WARM["warm_workers"],
         "machine": machine_facts(),
     }
 

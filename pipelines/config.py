@@ -58,10 +58,10 @@ class RunnerConfig:
     )
     direct_num_workers: int = _f(2, "FnApiRunner workers; 0 means one per CPU core.")
     warm_workers: bool = _f(
-        False,
+        True,
         "FnApiRunner multi_processing: fork each stage's workers from one process that imported Beam and "
         "corpusforge once per run (pipelines/runners/warm_sdk_worker_main.py; ~0.6 s instead of ~3-5 s "
-        "per stage); false (the default while it is new) starts a fresh interpreter per worker, as Beam does.",
+        "per stage); false starts a fresh interpreter per worker, as Beam does.",
     )
     in_process_below_mb: float = _f(
         32.0,

@@ -104,11 +104,33 @@ def test_a_finished_job_is_not_cancelled():
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
 def test_sigterm_during_a_job_unwinds_like_ctrl_c_and_handlers_are_restored():
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    with pytest.raises(KeyboardInterrupt), beam_cancel.local_workers_stopped():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler raises in this thread first
-    assert {s: signal.getsignal(s) for s in before} == before
+    inherited = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Python's own handlers, whatever this test process inherited (a background job ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        before = {s: signal.getsignal(s) for s in inherited}
+        with pytest.raises(KeyboardInterrupt), beam_cancel.local_workers_stopped():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises in this thread first
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        for sig, handler in inherited.items():
+            signal.signal(sig, handler)
+
+
+def test_an_ignored_signal_stays_ignored():
+    """``nohup``-style ignores are the caller's choice: the wrapper installs nothing for them."""
+    inherited = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with beam_cancel.local_workers_stopped():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, inherited)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,8 +207,15 @@ def write_corpus(root: Path, mib: int) -> None:
             fh.write(block)
 
 
+def default_signals() -> None:
+    """Undo an inherited ignore: a shell's background job starts with SIGINT ignored (``nohup cmd &``)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start(script: str, *args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """The driver in its own session: a signal reaches it alone, as from Dagster or Kubernetes."""
+    """The driver in its own session with default signal handlers: a signal reaches it alone, as
+    from Dagster or Kubernetes, however the test run itself was started."""
     with open(log, "wb") as fh:
         return subprocess.Popen(
             [sys.executable, "-c", script, *args],
@@ -194,6 +223,7 @@ def start(script: str, *args: str, log: Path, env: dict[str, str] | None = None)
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=default_signals,
             env=env,
         )
 

@@ -26,7 +26,7 @@ def _where(out_dir: str):
 def _run(tmp_path: Path, name: str, warm_workers: bool) -> dict[int, tuple[int, int]]:
     out = tmp_path / name
     out.mkdir()
-    runner = dataclasses.replace(load_config().runner, warm_workers=warm_workers)  # default: off
+    runner = dataclasses.replace(load_config().runner, warm_workers=warm_workers)  # default: on
     options = pipeline_options(runner)
     run_pipeline(
         lambda p: p | beam.Create(list(range(8))) | beam.Reshuffle() | beam.Map(_where(str(out))), options

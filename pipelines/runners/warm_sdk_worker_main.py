@@ -16,7 +16,7 @@ paid again by every stage (a trivial two-worker pipeline takes ~5 s against 0.26
 
 Both keep ``sdk_worker_main`` in their command line, so ``pipelines.beam_cancel`` finds (and stops)
 the forked workers and the clients of an interrupted job like Beam's own workers. Outputs do not
-depend on how workers start. Opt-in: ``runner.warm_workers: true``.
+depend on how workers start. On by default; ``runner.warm_workers: false`` restores Beam's fresh interpreters.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -72,21 +73,26 @@ def run_child(overrides: dict[str, Any], stages: tuple[str, ...], kill_when: Any
     """Run the stages in one subprocess; measure wall time and the process tree's peak memory.
     ``kill_when()`` true: kill the whole process group (the result then has ``killed``)."""
     code = CHILD.format(repo=str(REPO), overrides=overrides, stages=stages)
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
     killed = False
-    with TreeMemorySampler(proc.pid, interval=0.25) as sampler:
-        while proc.poll() is None:
-            if kill_when is not None and kill_when():
-                os.killpg(proc.pid, signal.SIGKILL)
-                killed = True
-                break
-            time.sleep(0.05)
-        out, err = proc.communicate()
-    wall = time.perf_counter() - start
-    record: dict[str, Any] = {"wall_s": round(wall, 2), **sampler.report()}
+    # files, not pipes: a pipe nobody reads while polling fills up and blocks the child's logging
+    with tempfile.TemporaryFile() as out_fh, tempfile.TemporaryFile() as err_fh:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=out_fh, stderr=err_fh, start_new_session=True
+        )
+        with TreeMemorySampler(proc.pid, interval=0.25) as sampler:
+            while proc.poll() is None:
+                if kill_when is not None and kill_when():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    killed = True
+                    break
+                time.sleep(0.05)
+            proc.wait()
+        wall = time.perf_counter() - start
+        out_fh.seek(0)
+        err_fh.seek(0)
+        out, err = out_fh.read(), err_fh.read()
+    record: dict[str, Any] = {"wall_s": round(wall, 2), "stderr_bytes": len(err), **sampler.report()}
     if killed:
         return {**record, "killed": True}
     if proc.returncode != 0:

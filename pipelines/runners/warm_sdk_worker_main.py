@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -36,6 +37,7 @@ import time
 from typing import Any
 
 SOCKET_ENV = "CORPUSFORGE_WARM_WORKERS"  # path of the zygote's socket, inherited by the clients
+DIR_PREFIX = "corpusforge-warm-"  # + the driver's pid: the zygote's socket directory under $TMPDIR
 PRELOAD = (
     "apache_beam.runners.worker.sdk_worker_main",
     "numpy",
@@ -63,12 +65,15 @@ def ensure_zygote() -> bool:
     global _zygote
     if _zygote is not None and _zygote.poll() is None and os.environ.get(SOCKET_ENV):
         return True
-    path = os.path.join(tempfile.mkdtemp(prefix="corpusforge-warm-"), "zygote.sock")
+    stop_zygote()  # one that died: remove its directory
+    _remove_stale_directories()
+    path = os.path.join(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"), "zygote.sock")
     args = [sys.executable, "-m", "pipelines.runners.warm_sdk_worker_main", "serve", path]
     _zygote = subprocess.Popen(args, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not os.path.exists(path):
         if _zygote.poll() is not None or time.monotonic() > deadline:
+            os.environ[SOCKET_ENV] = path  # for stop_zygote to remove the directory
             stop_zygote()
             return False
         time.sleep(0.02)
@@ -76,16 +81,34 @@ def ensure_zygote() -> bool:
     return True
 
 
+def _remove_stale_directories() -> None:
+    """Socket directories of drivers that are gone (a zygote killed outright cannot remove its own)."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if not name.startswith(DIR_PREFIX):
+            continue
+        owner = name[len(DIR_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}") and os.path.isdir("/proc/self"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
 def stop_zygote() -> None:
     global _zygote
-    os.environ.pop(SOCKET_ENV, None)
-    if _zygote is not None and _zygote.poll() is None:
+    if _zygote is None:  # not started by this process (a client inherits the variable: leave it)
+        return
+    path = os.environ.pop(SOCKET_ENV, None)
+    if _zygote.poll() is None:
         _zygote.terminate()
         try:
             _zygote.wait(5)
         except subprocess.TimeoutExpired:
             _zygote.kill()
     _zygote = None
+    if path:  # a killed zygote cannot remove its directory
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))
 
 
 atexit.register(stop_zygote)
@@ -110,14 +133,14 @@ def _exactly(conn: socket.socket, n: int) -> bytes:
     return data
 
 
-def _die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when its parent exits (a killed driver leaves no zygote, a
+def _die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: this process gets ``sig`` when its parent exits (a killed driver leaves no zygote, a
     killed zygote no worker); elsewhere the zygote's parent check is all there is."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
@@ -141,15 +164,15 @@ def serve(path: str) -> None:
     """The zygote: fork a worker per connection until the parent process is gone."""
     import importlib
 
-    parent = os.getppid()
-    _die_with_parent()
+    parent, zygote = os.getppid(), os.getpid()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds to the clean-up below
+    _die_with_parent(signal.SIGTERM)  # a killed driver: stop the workers, remove the socket directory
     for name in PRELOAD:
         importlib.import_module(name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
     os.rename(path + ".tmp", path)  # exists only once it accepts connections
     listener.listen(16)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     waiting: dict[int, socket.socket] = {}  # child pid -> its client's connection
     try:
         while os.getppid() == parent:
@@ -158,14 +181,15 @@ def serve(path: str) -> None:
                 conn, _ = listener.accept()
                 env = json.loads(_recv(conn))
                 pid = os.fork()
-                if pid == 0:  # the worker
-                    _die_with_parent()
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    listener.close()
-                    for other in waiting.values():
-                        other.close()
-                    code = _worker(env)
+                if pid == 0:  # the worker: never leaves this block (the finally below is the zygote's)
+                    code = 1
                     try:
+                        _die_with_parent()
+                        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                        listener.close()
+                        for other in waiting.values():
+                            other.close()
+                        code = _worker(env)
                         _send(conn, str(code).encode())
                     finally:
                         os._exit(code)
@@ -178,18 +202,30 @@ def serve(path: str) -> None:
                 if finished is not None:
                     finished.close()
     finally:
+        if os.getpid() != zygote:
+            os._exit(1)  # a forked worker interrupted before its own block: leave the zygote's socket
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         listener.close()
         for pid in waiting:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        if os.path.exists(path):
+        with contextlib.suppress(OSError):
             os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))  # the zygote's private directory (mkdtemp)
 
 
 def client() -> int:
-    """One worker, forked by the zygote: its exit status is this process's."""
+    """One worker, forked by the zygote: its exit status is this process's. Without a zygote to
+    reach, this process becomes a cold Beam worker instead (the runner would wait forever for a
+    worker that never connects)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        conn.connect(os.environ[SOCKET_ENV])
+        try:
+            conn.connect(os.environ.get(SOCKET_ENV, ""))
+        except OSError as exc:
+            print(f"warm workers: no zygote ({exc}); starting a cold worker", file=sys.stderr, flush=True)
+            cold = [sys.executable, "-m", "apache_beam.runners.worker.sdk_worker_main"]
+            os.execv(sys.executable, cold)
         _send(conn, json.dumps(dict(os.environ)).encode())
         try:
             return int(_recv(conn))
